@@ -1,0 +1,3 @@
+//! fastwire's data plane: workers that wire TUN <-> WireGuard <-> UDP.
+
+pub mod config;

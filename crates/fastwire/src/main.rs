@@ -1,0 +1,105 @@
+//! fastwire: a fast userspace WireGuard tunnel.
+
+mod daemon;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const AFTER_HELP: &str = "\
+Examples:
+  fastwire -f wg0                 # create wg0 and serve /var/run/wireguard/wg0.sock in the foreground
+  wg setconf wg0 wg0.conf         # then configure it exactly as you would wireguard-go
+  WG_QUICK_USERSPACE_IMPLEMENTATION=fastwire wg-quick up ./wg0.conf
+  fastwire up /etc/wireguard/wg0.conf     # or run standalone from a wg-quick file
+  fastwire demo                   # two namespaces, a tunnel, a ping and a bulk transfer";
+
+/// fastwire — a fast userspace WireGuard tunnel.
+///
+/// Called with an interface name, it behaves like wireguard-go: it creates the TUN interface and serves
+/// the WireGuard UAPI socket /var/run/wireguard/IFACE.sock, so `wg`, `wg-quick` and other tools drive it.
+#[derive(Parser, Debug)]
+#[command(name = "fastwire", version, after_help = AFTER_HELP, args_conflicts_with_subcommands = true)]
+struct Cli {
+    /// Stay in the foreground instead of daemonizing.
+    #[arg(short, long)]
+    foreground: bool,
+
+    /// Number of data-plane workers (default: one per online CPU).
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+
+    /// Interface to create (wireguard-go calling convention).
+    #[arg(value_name = "IFACE")]
+    iface: Option<String>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Bring a tunnel up from a wg-quick style file and run it in the foreground until a signal.
+    #[command(after_help = "Example:\n  fastwire up /etc/wireguard/wg0.conf   # interface wg0, from the file name")]
+    Up {
+        /// wg-quick configuration file; the interface is named after the file (wg0.conf -> wg0).
+        file: PathBuf,
+        /// Number of data-plane workers (default: one per online CPU).
+        #[arg(long, value_name = "N")]
+        workers: Option<usize>,
+    },
+    /// Stop a tunnel started with `fastwire up` (by file or interface name) and remove what it created.
+    #[command(after_help = "Examples:\n  fastwire down wg0\n  fastwire down /etc/wireguard/wg0.conf")]
+    Down {
+        /// The configuration file or the interface name.
+        target: String,
+    },
+    /// Print a new base64 private key (same format as `wg genkey`).
+    #[command(after_help = "Example:\n  umask 077; fastwire genkey > private.key")]
+    Genkey,
+    /// Read a base64 private key on stdin and print its public key (same as `wg pubkey`).
+    #[command(after_help = "Example:\n  fastwire pubkey < private.key > public.key")]
+    Pubkey,
+    /// Print a new base64 preshared key (same as `wg genpsk`).
+    #[command(after_help = "Example:\n  fastwire genpsk > peer.psk")]
+    Genpsk,
+    /// Show interfaces: peers, endpoints, handshakes, transfer, and packets dropped by reason.
+    #[command(after_help = "Examples:\n  fastwire show\n  fastwire show wg0")]
+    Show {
+        /// Interface to show (default: every fastwire/WireGuard UAPI socket found).
+        iface: Option<String>,
+    },
+    /// Run a self-contained demo: two namespaces, a tunnel, handshake, ping, bulk transfer, cleanup.
+    #[command(after_help = "Example:\n  sudo fastwire demo --seconds 5")]
+    Demo {
+        /// Seconds of bulk transfer.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match (cli.command, cli.iface) {
+        (Some(command), _) => run_command(command),
+        (None, Some(iface)) => daemon::run_wireguard_go_style(&iface, cli.foreground, cli.workers),
+        (None, None) => {
+            use clap::CommandFactory;
+            let _ = Cli::command().print_help();
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("fastwire: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_command(command: Command) -> Result<(), String> {
+    match command {
+        other => Err(format!("{other:?}: not implemented yet")),
+    }
+}
