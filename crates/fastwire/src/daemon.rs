@@ -38,6 +38,10 @@ impl Daemon {
 }
 
 /// `fastwire [-f] IFACE`.
-pub fn run_wireguard_go_style(_iface: &str, _foreground: bool, _workers: Option<usize>) -> Result<(), String> {
+pub fn run_wireguard_go_style(
+    _iface: &str,
+    _foreground: bool,
+    _workers: Option<usize>,
+) -> Result<(), String> {
     todo!()
 }

@@ -1,6 +1,12 @@
 //! fastwire: a fast userspace WireGuard tunnel.
 
+mod config;
 mod daemon;
+mod demo;
+mod keys;
+mod show;
+mod uapi;
+mod wgquick;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -40,7 +46,9 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Bring a tunnel up from a wg-quick style file and run it in the foreground until a signal.
-    #[command(after_help = "Example:\n  fastwire up /etc/wireguard/wg0.conf   # interface wg0, from the file name")]
+    #[command(
+        after_help = "Example:\n  fastwire up /etc/wireguard/wg0.conf   # interface wg0, from the file name"
+    )]
     Up {
         /// wg-quick configuration file; the interface is named after the file (wg0.conf -> wg0).
         file: PathBuf,
@@ -49,7 +57,9 @@ enum Command {
         workers: Option<usize>,
     },
     /// Stop a tunnel started with `fastwire up` (by file or interface name) and remove what it created.
-    #[command(after_help = "Examples:\n  fastwire down wg0\n  fastwire down /etc/wireguard/wg0.conf")]
+    #[command(
+        after_help = "Examples:\n  fastwire down wg0\n  fastwire down /etc/wireguard/wg0.conf"
+    )]
     Down {
         /// The configuration file or the interface name.
         target: String,
@@ -76,6 +86,12 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         seconds: u64,
     },
+    /// Internal helpers the demo runs inside its namespaces (traffic source/sink, ping).
+    #[command(hide = true)]
+    DemoHelper {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -100,6 +116,13 @@ fn main() -> ExitCode {
 
 fn run_command(command: Command) -> Result<(), String> {
     match command {
-        other => Err(format!("{other:?}: not implemented yet")),
+        Command::Up { file, workers } => wgquick::up(&file, workers),
+        Command::Down { target } => wgquick::down(&target),
+        Command::Genkey => keys::genkey(),
+        Command::Pubkey => keys::pubkey(),
+        Command::Genpsk => keys::genpsk(),
+        Command::Show { iface } => show::show(iface.as_deref()),
+        Command::Demo { seconds } => demo::run(seconds),
+        Command::DemoHelper { args } => demo::helper(&args),
     }
 }

@@ -1,0 +1,1 @@
+//! Cryptokey routing table (to be written).
