@@ -1,0 +1,189 @@
+//! mac1/mac2 and cookie replies (whitepaper 5.4.4, 5.4.7): DoS mitigation for handshakes.
+//!
+//! [`CookieChecker`] is our side as a receiver of handshakes; [`CookieGenerator`] is kept per peer and adds
+//! the MACs to the handshakes we send, remembering any cookie the peer gave us.
+
+use crate::crypto::{self, Key, MAC_LEN, hash, mac};
+use crate::messages::{COOKIE_REPLY_LEN, TYPE_COOKIE_REPLY, cookie};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+const LABEL_MAC1: &[u8] = b"mac1----";
+const LABEL_COOKIE: &[u8] = b"cookie--";
+/// A cookie (and the secret behind it) lives this long.
+pub const COOKIE_REFRESH_TIME: Duration = Duration::from_secs(120);
+
+/// Byte offsets of mac1 and mac2 in a handshake message of length `len` (both are the last 32 bytes).
+fn mac_offsets(len: usize) -> (usize, usize) {
+    (len - 2 * MAC_LEN, len - MAC_LEN)
+}
+
+/// The source address bytes a cookie is bound to.
+fn address_bytes(src: &SocketAddr) -> ([u8; 18], usize) {
+    let mut out = [0u8; 18];
+    match src {
+        SocketAddr::V4(a) => {
+            out[..4].copy_from_slice(&a.ip().octets());
+            out[4..6].copy_from_slice(&a.port().to_be_bytes());
+            (out, 6)
+        }
+        SocketAddr::V6(a) => {
+            out[..16].copy_from_slice(&a.ip().octets());
+            out[16..18].copy_from_slice(&a.port().to_be_bytes());
+            (out, 18)
+        }
+    }
+}
+
+/// Result of checking the MACs on a received handshake message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MacCheck {
+    /// mac1 is valid (and mac2 too, if it was required).
+    Ok,
+    /// mac1 is wrong: drop silently.
+    BadMac1,
+    /// Under load and mac2 is missing or stale: answer with a cookie reply, then drop.
+    NeedCookie,
+}
+
+/// Our own mac1 key, cookie key and the rotating secret behind the cookies we hand out.
+pub struct CookieChecker {
+    mac1_key: Key,
+    cookie_key: Key,
+    secret: Key,
+    secret_born: Option<Instant>,
+}
+
+impl CookieChecker {
+    pub fn new(our_public: &Key) -> Self {
+        Self {
+            mac1_key: hash(&[LABEL_MAC1, our_public]),
+            cookie_key: hash(&[LABEL_COOKIE, our_public]),
+            secret: [0; 32],
+            secret_born: None,
+        }
+    }
+
+    /// Checks mac1 always, and mac2 when `under_load`.
+    pub fn check(
+        &mut self,
+        msg: &[u8],
+        src: &SocketAddr,
+        under_load: bool,
+        now: Instant,
+    ) -> MacCheck {
+        let (m1, m2) = mac_offsets(msg.len());
+        let expected = mac(&self.mac1_key, &msg[..m1]);
+        if !constant_time_eq(&expected, &msg[m1..m2]) {
+            return MacCheck::BadMac1;
+        }
+        if !under_load {
+            return MacCheck::Ok;
+        }
+        let Some(cookie) = self.current_cookie(src, now) else {
+            return MacCheck::NeedCookie;
+        };
+        let expected = mac(&cookie, &msg[..m2]);
+        if constant_time_eq(&expected, &msg[m2..]) {
+            MacCheck::Ok
+        } else {
+            MacCheck::NeedCookie
+        }
+    }
+
+    fn current_cookie(&self, src: &SocketAddr, now: Instant) -> Option<[u8; MAC_LEN]> {
+        let born = self.secret_born?;
+        if now.saturating_duration_since(born) >= COOKIE_REFRESH_TIME {
+            return None;
+        }
+        let (bytes, len) = address_bytes(src);
+        Some(mac(&self.secret, &bytes[..len]))
+    }
+
+    /// Builds a cookie reply to the handshake `msg` received from `src`.
+    pub fn create_reply(
+        &mut self,
+        msg: &[u8],
+        sender_index: u32,
+        src: &SocketAddr,
+        now: Instant,
+    ) -> [u8; COOKIE_REPLY_LEN] {
+        let fresh = self
+            .secret_born
+            .is_some_and(|b| now.saturating_duration_since(b) < COOKIE_REFRESH_TIME);
+        if !fresh {
+            self.secret = crypto::random_bytes();
+            self.secret_born = Some(now);
+        }
+        let (bytes, len) = address_bytes(src);
+        let mut cookie_value = mac(&self.secret, &bytes[..len]);
+        let (m1, m2) = mac_offsets(msg.len());
+
+        let mut out = [0u8; COOKIE_REPLY_LEN];
+        out[0] = TYPE_COOKIE_REPLY;
+        out[cookie::RECEIVER..cookie::RECEIVER + 4].copy_from_slice(&sender_index.to_le_bytes());
+        let nonce: [u8; 24] = crypto::random_bytes();
+        out[cookie::NONCE..cookie::NONCE + 24].copy_from_slice(&nonce);
+        let tag = crypto::xseal(&self.cookie_key, &nonce, &msg[m1..m2], &mut cookie_value);
+        out[cookie::COOKIE..cookie::COOKIE + 16].copy_from_slice(&cookie_value);
+        out[cookie::COOKIE + 16..].copy_from_slice(&tag);
+        out
+    }
+}
+
+/// Per peer: adds mac1/mac2 to the handshakes we send and keeps the peer's latest cookie.
+pub struct CookieGenerator {
+    mac1_key: Key,
+    cookie_key: Key,
+    last_mac1: Option<[u8; MAC_LEN]>,
+    cookie: Option<([u8; MAC_LEN], Instant)>,
+}
+
+impl CookieGenerator {
+    pub fn new(peer_public: &Key) -> Self {
+        Self {
+            mac1_key: hash(&[LABEL_MAC1, peer_public]),
+            cookie_key: hash(&[LABEL_COOKIE, peer_public]),
+            last_mac1: None,
+            cookie: None,
+        }
+    }
+
+    /// Writes mac1 and (with a fresh cookie) mac2 into the last 32 bytes of `msg`.
+    pub fn add_macs(&mut self, msg: &mut [u8], now: Instant) {
+        let (m1, m2) = mac_offsets(msg.len());
+        let mac1 = mac(&self.mac1_key, &msg[..m1]);
+        msg[m1..m2].copy_from_slice(&mac1);
+        self.last_mac1 = Some(mac1);
+        let mac2 = match self.cookie {
+            Some((c, at)) if now.saturating_duration_since(at) < COOKIE_REFRESH_TIME => {
+                mac(&c, &msg[..m2])
+            }
+            _ => [0; MAC_LEN],
+        };
+        msg[m2..].copy_from_slice(&mac2);
+    }
+
+    /// Accepts a cookie reply to the last handshake we sent; false if it does not authenticate.
+    pub fn consume_reply(&mut self, reply: &[u8], now: Instant) -> bool {
+        let Some(last_mac1) = self.last_mac1 else {
+            return false;
+        };
+        if reply.len() != COOKIE_REPLY_LEN {
+            return false;
+        }
+        let nonce: [u8; 24] = crate::messages::fixed(reply, cookie::NONCE);
+        let mut value: [u8; 16] = crate::messages::fixed(reply, cookie::COOKIE);
+        let tag: [u8; 16] = crate::messages::fixed(reply, cookie::COOKIE + 16);
+        if !crypto::xopen(&self.cookie_key, &nonce, &last_mac1, &mut value, &tag) {
+            return false;
+        }
+        self.cookie = Some((value, now));
+        true
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
+}

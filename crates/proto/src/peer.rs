@@ -1,0 +1,135 @@
+//! One peer's protocol state: its keys, handshake, keypair slots, timers, endpoint and counters.
+//!
+//! Read-mostly fields are lock-free (`ArcSwap`, atomics) for the data path; the handshake and the keypair
+//! slots sit behind small mutexes taken only on handshakes and rotations.
+
+use crate::cookie::CookieGenerator;
+use crate::crypto::Key;
+use crate::noise::InitiatorState;
+use crate::session::Keypair;
+use crate::timers::PeerTimers;
+use arc_swap::ArcSwapOption;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+/// The handshake half of a peer, touched only by handshake messages and timers.
+pub(crate) struct HandshakeState {
+    pub psk: Key,
+    /// DH(our static, peer static); `None` when we have no private key or the result is degenerate.
+    pub static_static: Option<Key>,
+    pub cookies: CookieGenerator,
+    pub initiator: Option<InitiatorState>,
+    /// Greatest TAI64N timestamp accepted from this peer's initiations.
+    pub latest_timestamp: [u8; 12],
+    pub last_initiation_received: Option<Instant>,
+    pub last_initiation_sent: Option<Instant>,
+    pub attempts: u32,
+}
+
+/// previous / current / next, as in the whitepaper.
+#[derive(Default)]
+pub(crate) struct KeypairSlots {
+    pub previous: Option<Arc<Keypair>>,
+    pub current: Option<Arc<Keypair>>,
+    pub next: Option<Arc<Keypair>>,
+}
+
+impl KeypairSlots {
+    pub fn indices(&self) -> impl Iterator<Item = u32> + '_ {
+        [&self.previous, &self.current, &self.next]
+            .into_iter()
+            .flatten()
+            .map(|k| k.local_index)
+    }
+}
+
+pub struct Peer {
+    pub public_key: Key,
+    pub(crate) handshake: Mutex<HandshakeState>,
+    pub(crate) keypairs: Mutex<KeypairSlots>,
+    /// Mirror of `keypairs.current` for the lock-free send path.
+    pub(crate) current: ArcSwapOption<Keypair>,
+    pub timers: PeerTimers,
+    endpoint: ArcSwapOption<SocketAddr>,
+    persistent_keepalive: AtomicU16,
+    /// Nanoseconds since the device epoch of the latest completed handshake (0 = never).
+    pub(crate) last_handshake: AtomicU64,
+    pub rx_bytes: AtomicU64,
+    pub tx_bytes: AtomicU64,
+}
+
+impl Peer {
+    pub(crate) fn new(public_key: Key, static_static: Option<Key>) -> Self {
+        Self {
+            public_key,
+            handshake: Mutex::new(HandshakeState {
+                psk: [0; 32],
+                static_static,
+                cookies: CookieGenerator::new(&public_key),
+                initiator: None,
+                latest_timestamp: [0; 12],
+                last_initiation_received: None,
+                last_initiation_sent: None,
+                attempts: 0,
+            }),
+            keypairs: Mutex::new(KeypairSlots::default()),
+            current: ArcSwapOption::empty(),
+            timers: PeerTimers::default(),
+            endpoint: ArcSwapOption::empty(),
+            persistent_keepalive: AtomicU16::new(0),
+            last_handshake: AtomicU64::new(0),
+            rx_bytes: AtomicU64::new(0),
+            tx_bytes: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn handshake(&self) -> MutexGuard<'_, HandshakeState> {
+        self.handshake.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn keypairs(&self) -> MutexGuard<'_, KeypairSlots> {
+        self.keypairs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn endpoint(&self) -> Option<SocketAddr> {
+        self.endpoint.load().as_deref().copied()
+    }
+
+    /// Roaming: the endpoint follows the latest authenticated packet. Only writes when it changed.
+    pub fn set_endpoint(&self, addr: SocketAddr) {
+        if self.endpoint.load().as_deref() != Some(&addr) {
+            self.endpoint.store(Some(Arc::new(addr)));
+        }
+    }
+
+    pub fn clear_endpoint(&self) {
+        self.endpoint.store(None);
+    }
+
+    pub fn persistent_keepalive(&self) -> u16 {
+        self.persistent_keepalive.load(Ordering::Relaxed)
+    }
+
+    pub fn set_persistent_keepalive(&self, seconds: u16) {
+        self.persistent_keepalive.store(seconds, Ordering::Relaxed);
+    }
+
+    pub fn preshared_key(&self) -> Option<Key> {
+        let psk = self.handshake().psk;
+        (psk != [0; 32]).then_some(psk)
+    }
+
+    pub fn set_preshared_key(&self, psk: Option<Key>) {
+        self.handshake().psk = psk.unwrap_or([0; 32]);
+    }
+
+    /// Whether a usable current keypair exists.
+    pub fn has_session(&self, now: Instant) -> bool {
+        self.current
+            .load()
+            .as_ref()
+            .is_some_and(|k| k.can_send(now))
+    }
+}
