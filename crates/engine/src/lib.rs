@@ -1,3 +1,258 @@
-//! fastwire's data plane: workers that wire TUN <-> WireGuard <-> UDP.
+//! fastwire's data plane: workers that wire TUN <-> WireGuard <-> UDP, the timer thread, and the
+//! configuration interface (apply a [`config::DeviceUpdate`], read a [`config::DeviceSnapshot`]).
 
 pub mod config;
+mod shared;
+pub mod stats;
+mod timer;
+mod worker;
+
+pub use shared::ShutdownReason;
+
+use crate::config::{DeviceSnapshot, DeviceUpdate, PeerSnapshot, SetError};
+use crate::shared::Shared;
+use crate::stats::WorkerStats;
+use arc_swap::ArcSwapOption;
+use fastwire_io::poll::Waker;
+use fastwire_io::tun::TunQueue;
+use fastwire_io::udp::UdpSocket;
+use fastwire_proto::Device;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Instant, SystemTime};
+
+/// How to start the data plane.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Interface name to create.
+    pub iface: String,
+    /// Worker threads (one TUN queue each); 0 = one per online CPU.
+    pub workers: usize,
+    pub mtu: u16,
+}
+
+/// A running tunnel interface.
+pub struct Engine {
+    shared: Arc<Shared>,
+    stats: Vec<Arc<WorkerStats>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    config_lock: Mutex<()>,
+    iface: String,
+}
+
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+impl Engine {
+    /// Creates the TUN interface, binds a UDP socket on a random port and starts the workers.
+    /// Errors are one line saying what is wrong and what to do.
+    pub fn start(opts: EngineOptions) -> Result<Engine, String> {
+        let workers = if opts.workers == 0 { default_workers() } else { opts.workers };
+        if !fastwire_io::sys::has_net_admin() {
+            return Err(format!(
+                "cannot create interface {}: permission denied — run as root or grant CAP_NET_ADMIN",
+                opts.iface
+            ));
+        }
+        let queues = TunQueue::create(&opts.iface, workers, opts.mtu)?;
+        let socket = UdpSocket::bind(0, 0).map_err(|e| format!("cannot open a UDP socket: {e}"))?;
+        let wakers = (0..workers)
+            .map(|_| Waker::new())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("cannot create an eventfd: {e}"))?;
+        let shared = Arc::new(Shared {
+            device: Device::new(Instant::now()),
+            socket: ArcSwapOption::from_pointee(socket),
+            fwmark: AtomicU32::new(0),
+            mtu: AtomicUsize::new(opts.mtu as usize),
+            stop: AtomicBool::new(false),
+            worker_wakers: wakers,
+            timer_wake: (Mutex::new(false), Condvar::new()),
+            shutdown: (Mutex::new(None), Condvar::new()),
+            control_stats: WorkerStats::default(),
+        });
+        let mut stats = Vec::new();
+        let mut threads = Vec::new();
+        for (index, tun) in queues.into_iter().enumerate() {
+            let s = Arc::new(WorkerStats::default());
+            stats.push(s.clone());
+            let w = worker::Worker { index, shared: shared.clone(), tun, stats: s };
+            let t = std::thread::Builder::new()
+                .name(format!("fw-worker-{index}"))
+                .spawn(move || w.run())
+                .map_err(|e| format!("cannot start a worker thread: {e}"))?;
+            threads.push(t);
+        }
+        let sh = shared.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("fw-timers".into())
+                .spawn(move || timer::run(sh))
+                .map_err(|e| format!("cannot start the timer thread: {e}"))?,
+        );
+        Ok(Engine { shared, stats, threads: Mutex::new(threads), config_lock: Mutex::new(()), iface: opts.iface })
+    }
+
+    pub fn iface(&self) -> &str {
+        &self.iface
+    }
+
+    /// Applies one configuration transaction (a UAPI `set=1`, or a config file).
+    pub fn apply(&self, update: &DeviceUpdate) -> Result<(), SetError> {
+        let _g = self.config_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let device = &self.shared.device;
+        let now = Instant::now();
+        if let Some(fwmark) = update.fwmark {
+            if let Some(s) = self.shared.socket.load().as_ref() {
+                s.set_fwmark(fwmark).map_err(|e| SetError::Io(format!("cannot set fwmark: {e}")))?;
+            }
+            self.shared.fwmark.store(fwmark, Ordering::Relaxed);
+        }
+        if let Some(port) = update.listen_port {
+            let current = self.shared.socket.load().as_ref().map(|s| s.port());
+            if current != Some(port) || port == 0 {
+                let fwmark = self.shared.fwmark.load(Ordering::Relaxed);
+                let socket = UdpSocket::bind(port, fwmark).map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::AddrInUse {
+                        SetError::PortInUse(port)
+                    } else {
+                        SetError::Io(format!("cannot bind UDP port {port}: {e}"))
+                    }
+                })?;
+                self.shared.socket.store(Some(Arc::new(socket)));
+                self.shared.wake_workers();
+            }
+        }
+        if let Some(key) = update.private_key {
+            device.set_private_key(key);
+        }
+        if update.replace_peers {
+            device.clear_peers();
+        }
+        for p in &update.peers {
+            if p.remove {
+                device.remove_peer(&p.public_key);
+                continue;
+            }
+            if p.update_only && device.peer(&p.public_key).is_none() {
+                continue;
+            }
+            // Our own public key as a peer is ignored, as wireguard-go does.
+            let Some(peer) = device.add_peer(p.public_key) else {
+                continue;
+            };
+            if let Some(psk) = p.preshared_key {
+                peer.set_preshared_key(psk);
+            }
+            if let Some(endpoint) = p.endpoint {
+                peer.set_endpoint(endpoint);
+            }
+            if p.replace_allowed_ips || !p.allowed_ips.is_empty() {
+                let ips: Vec<_> = p.allowed_ips.iter().map(|a| (a.addr, a.cidr)).collect();
+                device
+                    .set_allowed_ips(&peer, p.replace_allowed_ips, &ips)
+                    .map_err(SetError::Invalid)?;
+            }
+            if let Some(secs) = p.persistent_keepalive {
+                if secs != peer.persistent_keepalive() {
+                    peer.set_persistent_keepalive(secs);
+                    device.persistent_keepalive_changed(&peer, now);
+                }
+            }
+        }
+        device.take_timers_dirty();
+        self.shared.wake_timer();
+        Ok(())
+    }
+
+    /// What `get=1` reports.
+    pub fn snapshot(&self) -> DeviceSnapshot {
+        let device = &self.shared.device;
+        let now = Instant::now();
+        let wall_now = SystemTime::now();
+        let mut peers: Vec<PeerSnapshot> = device
+            .peers()
+            .into_iter()
+            .map(|p| PeerSnapshot {
+                public_key: p.public_key,
+                preshared_key: p.preshared_key(),
+                endpoint: p.endpoint(),
+                last_handshake: device
+                    .last_handshake(&p)
+                    .map(|t| wall_now - now.saturating_duration_since(t)),
+                rx_bytes: p.rx_bytes.load(Ordering::Relaxed),
+                tx_bytes: p.tx_bytes.load(Ordering::Relaxed),
+                persistent_keepalive: p.persistent_keepalive(),
+                allowed_ips: device
+                    .allowed_ips(&p)
+                    .into_iter()
+                    .map(|(addr, cidr)| config::AllowedIp { addr, cidr })
+                    .collect(),
+            })
+            .collect();
+        peers.sort_by(|a, b| a.public_key.cmp(&b.public_key));
+        DeviceSnapshot {
+            private_key: device.private_key(),
+            listen_port: self.shared.socket.load().as_ref().map_or(0, |s| s.port()),
+            fwmark: self.shared.fwmark.load(Ordering::Relaxed),
+            peers,
+        }
+    }
+
+    /// Counters summed over all workers: packets, and drops by reason.
+    pub fn stats(&self) -> Vec<(String, u64)> {
+        let all = self
+            .stats
+            .iter()
+            .map(|s| &**s)
+            .chain(std::iter::once(&self.shared.control_stats));
+        stats::summarize(all)
+    }
+
+    /// Asks the engine to stop; [`Engine::wait`] returns.
+    pub fn request_shutdown(&self, reason: ShutdownReason) {
+        self.shared.request_shutdown(reason);
+    }
+
+    /// A handle that can request shutdown from another thread (a signal handler thread, say).
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(self.shared.clone())
+    }
+
+    /// Blocks until shutdown is requested or the data plane stops by itself.
+    pub fn wait(&self) -> ShutdownReason {
+        let (lock, cv) = &self.shared.shutdown;
+        let mut r = lock.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(reason) = *r {
+                return reason;
+            }
+            r = cv.wait(r).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Stops every thread and closes the TUN queues, which removes the interface. Idempotent.
+    pub fn stop(&self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        self.shared.request_shutdown(ShutdownReason::Requested);
+        self.shared.wake_workers();
+        self.shared.wake_timer();
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+        self.shared.socket.store(None);
+    }
+}
+
+/// Requests shutdown of an engine from anywhere.
+#[derive(Clone)]
+pub struct ShutdownHandle(Arc<Shared>);
+
+impl ShutdownHandle {
+    pub fn request(&self, reason: ShutdownReason) {
+        self.0.request_shutdown(reason);
+    }
+}

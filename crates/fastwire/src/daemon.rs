@@ -1,6 +1,11 @@
-//! Running one interface: TUN + engine + UAPI socket, signals, and cleanup.
+//! Running one interface: TUN + engine + UAPI socket, signals, and cleanup — and the wireguard-go
+//! calling convention (`fastwire [-f] IFACE`) on top.
 
-use fastwire_engine::config::{DeviceUpdate, SetError};
+use crate::uapi::{self, UapiHandler, UapiServer};
+use fastwire_engine::config::{DeviceSnapshot, DeviceUpdate, SetError};
+use fastwire_engine::{Engine, EngineOptions};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// How to start a device.
 #[derive(Debug, Clone)]
@@ -10,38 +15,142 @@ pub struct DaemonOptions {
     pub mtu: u16,
 }
 
+/// wireguard-go's default MTU.
+pub const DEFAULT_MTU: u16 = 1420;
+
 /// Why a running device stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ShutdownReason {
+    /// SIGINT/SIGTERM, or the UAPI socket was removed.
     Signal,
+    /// The interface was deleted, or the data plane failed.
     InterfaceRemoved,
 }
 
+struct Handler(Arc<Engine>);
+
+impl UapiHandler for Handler {
+    fn get(&self) -> DeviceSnapshot {
+        self.0.snapshot()
+    }
+    fn set(&self, update: DeviceUpdate) -> Result<(), SetError> {
+        self.0.apply(&update)
+    }
+    fn stats(&self) -> Vec<(String, u64)> {
+        self.0.stats()
+    }
+    fn socket_removed(&self) {
+        self.0.request_shutdown(fastwire_engine::ShutdownReason::Requested);
+    }
+}
+
 /// A running device: its TUN interface exists and its UAPI socket is served.
-pub struct Daemon {}
+pub struct Daemon {
+    engine: Arc<Engine>,
+    uapi: Option<UapiServer>,
+}
 
 impl Daemon {
     /// Creates the interface and UAPI socket and starts the data plane. Errors are one clear line.
-    pub fn start(_opts: DaemonOptions) -> Result<Daemon, String> {
-        todo!()
+    pub fn start(opts: DaemonOptions) -> Result<Daemon, String> {
+        if !crate::uapi::valid_iface(&opts.iface) {
+            return Err(format!("invalid interface name {:?}: use 1 to 15 characters without '/'", opts.iface));
+        }
+        let engine = Arc::new(Engine::start(EngineOptions {
+            iface: opts.iface.clone(),
+            workers: opts.workers.unwrap_or(0),
+            mtu: opts.mtu,
+        })?);
+        let uapi = match uapi::serve(&opts.iface, Arc::new(Handler(engine.clone()))) {
+            Ok(s) => s,
+            Err(e) => {
+                engine.stop();
+                return Err(format!("cannot serve the UAPI socket for {}: {e}", opts.iface));
+            }
+        };
+        install_signal_handler(&engine)?;
+        tracing::info!(iface = %opts.iface, socket = %uapi.path().display(), "interface up");
+        Ok(Daemon { engine, uapi: Some(uapi) })
     }
+
     /// Applies a configuration change, as a UAPI `set=1` would.
-    pub fn apply(&self, _update: &DeviceUpdate) -> Result<(), SetError> {
-        todo!()
+    pub fn apply(&self, update: &DeviceUpdate) -> Result<(), SetError> {
+        self.engine.apply(update)
     }
+
     /// Blocks until SIGINT/SIGTERM arrives or the interface is deleted.
     pub fn wait_for_shutdown(&self) -> ShutdownReason {
-        todo!()
+        match self.engine.wait() {
+            fastwire_engine::ShutdownReason::Requested => ShutdownReason::Signal,
+            fastwire_engine::ShutdownReason::InterfaceRemoved | fastwire_engine::ShutdownReason::Failed => {
+                ShutdownReason::InterfaceRemoved
+            }
+        }
     }
+
     /// Stops the data plane, removes the UAPI socket and the interface.
-    pub fn stop(self) {}
+    pub fn stop(mut self) {
+        if let Some(u) = self.uapi.take() {
+            u.shutdown();
+        }
+        self.engine.stop();
+    }
 }
 
-/// `fastwire [-f] IFACE`.
-pub fn run_wireguard_go_style(
-    _iface: &str,
-    _foreground: bool,
-    _workers: Option<usize>,
-) -> Result<(), String> {
-    todo!()
+/// SIGINT/SIGTERM/SIGHUP request a clean shutdown instead of killing the process mid-cleanup.
+fn install_signal_handler(engine: &Arc<Engine>) -> Result<(), String> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let handle = engine.shutdown_handle();
+    std::thread::Builder::new()
+        .name("fw-signals".into())
+        .spawn(move || {
+            if signals.forever().next().is_some() {
+                handle.request(fastwire_engine::ShutdownReason::Requested);
+            }
+        })
+        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    Ok(())
+}
+
+/// `fastwire [-f] IFACE`: like wireguard-go, create the interface and serve its UAPI socket; without
+/// `-f`, return once the daemon is up and leave it running in the background.
+pub fn run_wireguard_go_style(iface: &str, foreground: bool, workers: Option<usize>) -> Result<(), String> {
+    if !foreground {
+        return spawn_background(iface, workers);
+    }
+    let daemon = Daemon::start(DaemonOptions { iface: iface.to_string(), workers, mtu: DEFAULT_MTU })?;
+    let reason = daemon.wait_for_shutdown();
+    tracing::info!(iface, ?reason, "shutting down");
+    daemon.stop();
+    Ok(())
+}
+
+/// Re-runs this binary with `-f` in its own process group (so the terminal's Ctrl-C does not reach it)
+/// and waits until its UAPI socket answers, or it exits with its own error on stderr.
+fn spawn_background(iface: &str, workers: Option<usize>) -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find my own executable: {e}"))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("-f");
+    if let Some(n) = workers {
+        cmd.arg("--workers").arg(n.to_string());
+    }
+    cmd.arg(iface).stdin(Stdio::null()).stdout(Stdio::null()).process_group(0);
+    let mut child = cmd.spawn().map_err(|e| format!("cannot start the daemon: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("the daemon for {iface} exited during start-up ({status})"));
+        }
+        if uapi::client::request(iface, "get=1\n\n").is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    Err(format!("the daemon for {iface} did not come up within 10 s"))
 }

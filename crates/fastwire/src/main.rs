@@ -96,6 +96,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging();
     let result = match (cli.command, cli.iface) {
         (Some(command), _) => run_command(command),
         (None, Some(iface)) => daemon::run_wireguard_go_style(&iface, cli.foreground, cli.workers),
@@ -125,4 +126,14 @@ fn run_command(command: Command) -> Result<(), String> {
         Command::Demo { seconds } => demo::run(seconds),
         Command::DemoHelper { args } => demo::helper(&args),
     }
+}
+
+/// Logs go to stderr; `FASTWIRE_LOG` (e.g. `debug`, `fastwire_engine=trace`) picks the level.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FASTWIRE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

@@ -9,6 +9,7 @@ use crate::noise::InitiatorState;
 use crate::session::Keypair;
 use crate::timers::PeerTimers;
 use arc_swap::ArcSwapOption;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -58,7 +59,12 @@ pub struct Peer {
     pub(crate) last_handshake: AtomicU64,
     pub rx_bytes: AtomicU64,
     pub tx_bytes: AtomicU64,
+    /// Outgoing packets waiting for a session, oldest first; bounded by [`MAX_STAGED_PACKETS`].
+    staged: Mutex<VecDeque<Vec<u8>>>,
 }
+
+/// Packets kept per peer while a handshake is under way (as wireguard-go's queue of staged packets).
+pub const MAX_STAGED_PACKETS: usize = 128;
 
 impl Peer {
     pub(crate) fn new(public_key: Key, static_static: Option<Key>) -> Self {
@@ -82,6 +88,7 @@ impl Peer {
             last_handshake: AtomicU64::new(0),
             rx_bytes: AtomicU64::new(0),
             tx_bytes: AtomicU64::new(0),
+            staged: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -131,5 +138,23 @@ impl Peer {
             .load()
             .as_ref()
             .is_some_and(|k| k.can_send(now))
+    }
+
+    /// Keeps a packet until a session exists. Returns false when the oldest one was dropped for room.
+    pub fn stage(&self, packet: &[u8]) -> bool {
+        let mut q = self.staged.lock().unwrap_or_else(|p| p.into_inner());
+        let dropped = if q.len() >= MAX_STAGED_PACKETS { q.pop_front().is_some() } else { false };
+        q.push_back(packet.to_vec());
+        !dropped
+    }
+
+    /// Takes every staged packet, oldest first.
+    pub fn take_staged(&self) -> VecDeque<Vec<u8>> {
+        std::mem::take(&mut *self.staged.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Drops the staged packets; returns how many there were.
+    pub fn clear_staged(&self) -> usize {
+        self.take_staged().len()
     }
 }

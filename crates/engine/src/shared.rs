@@ -1,0 +1,129 @@
+//! State shared by the workers and the timer thread, and the send helpers both use.
+
+use crate::stats::{Counter, SendDrop, WorkerStats};
+use arc_swap::ArcSwapOption;
+use fastwire_io::poll::Waker;
+use fastwire_io::udp::UdpSocket;
+use fastwire_proto::messages::INITIATION_LEN;
+use fastwire_proto::{DATA_HEADER_LEN, Device, Peer, SendError};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Why the engine stopped (or was asked to).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownReason {
+    /// SIGINT/SIGTERM or an explicit request.
+    Requested,
+    /// The TUN interface was deleted (e.g. `ip link delete`, `wg-quick down`).
+    InterfaceRemoved,
+    /// A fatal I/O error in the data plane.
+    Failed,
+}
+
+pub(crate) struct Shared {
+    pub device: Device,
+    pub socket: ArcSwapOption<UdpSocket>,
+    pub fwmark: AtomicU32,
+    pub mtu: AtomicUsize,
+    pub stop: AtomicBool,
+    pub worker_wakers: Vec<Waker>,
+    pub timer_wake: (Mutex<bool>, Condvar),
+    pub shutdown: (Mutex<Option<ShutdownReason>>, Condvar),
+    /// Counters for the timer thread and the control plane (workers have their own).
+    pub control_stats: WorkerStats,
+}
+
+pub(crate) fn wall_clock() -> Duration {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
+}
+
+impl Shared {
+    pub fn wake_timer(&self) {
+        let (lock, cv) = &self.timer_wake;
+        *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        cv.notify_one();
+    }
+
+    pub fn wake_workers(&self) {
+        for w in &self.worker_wakers {
+            w.wake();
+        }
+    }
+
+    pub fn request_shutdown(&self, reason: ShutdownReason) {
+        let (lock, cv) = &self.shutdown;
+        let mut r = lock.lock().unwrap_or_else(|p| p.into_inner());
+        if r.is_none() {
+            *r = Some(reason);
+        }
+        cv.notify_all();
+    }
+
+    pub fn mtu(&self) -> usize {
+        self.mtu.load(Ordering::Relaxed)
+    }
+
+    /// Sends a handshake initiation to `peer` if it has an endpoint and one is due.
+    pub fn initiate(&self, peer: &Arc<Peer>, retry: bool, now: Instant, stats: &WorkerStats) {
+        let Some(endpoint) = peer.endpoint() else {
+            return;
+        };
+        let Some(socket) = self.socket.load_full() else {
+            return;
+        };
+        let mut msg = [0u8; INITIATION_LEN];
+        if let Some(n) = self.device.create_initiation(peer, now, wall_clock(), retry, &mut msg) {
+            stats.count(Counter::HandshakesSent, 1);
+            if socket.send_to(&msg[..n], endpoint).is_err() {
+                stats.send_drop(SendDrop::SendFailed, 1);
+            }
+        }
+    }
+
+    /// Encrypts `buf[DATA_HEADER_LEN..DATA_HEADER_LEN + len]` for `peer` and sends it; without a session,
+    /// stages the packet and starts a handshake. `len == 0` sends a keepalive.
+    pub fn seal_and_send(&self, peer: &Arc<Peer>, buf: &mut [u8], len: usize, now: Instant, stats: &WorkerStats) {
+        match self.device.seal(peer, buf, len, self.mtu(), now) {
+            Ok(sealed) => {
+                let sent = self
+                    .socket
+                    .load()
+                    .as_ref()
+                    .is_some_and(|s| s.send_to(&buf[..sealed.len], sealed.endpoint).is_ok());
+                if sent {
+                    stats.count(Counter::TxPackets, 1);
+                } else {
+                    stats.send_drop(SendDrop::SendFailed, 1);
+                }
+                if sealed.rekey {
+                    self.initiate(peer, false, now, stats);
+                }
+            }
+            Err(SendError::NoSession) => {
+                if len > 0 && !peer.stage(&buf[DATA_HEADER_LEN..DATA_HEADER_LEN + len]) {
+                    stats.send_drop(SendDrop::StagedOverflow, 1);
+                }
+                self.initiate(peer, false, now, stats);
+            }
+            Err(SendError::NoEndpoint) => stats.send_drop(SendDrop::NoEndpoint, 1),
+            Err(SendError::NoRoom) => stats.send_drop(SendDrop::SendFailed, 1),
+        }
+    }
+
+    /// After a handshake: send what waited for it, or a keepalive to confirm the session.
+    pub fn flush_staged(&self, peer: &Arc<Peer>, buf: &mut [u8], now: Instant, stats: &WorkerStats) {
+        let staged = peer.take_staged();
+        if staged.is_empty() {
+            self.seal_and_send(peer, buf, 0, now, stats);
+            return;
+        }
+        for packet in staged {
+            let Some(slot) = buf.get_mut(DATA_HEADER_LEN..DATA_HEADER_LEN + packet.len()) else {
+                continue;
+            };
+            slot.copy_from_slice(&packet);
+            self.seal_and_send(peer, buf, packet.len(), now, stats);
+        }
+    }
+}

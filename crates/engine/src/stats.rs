@@ -1,0 +1,105 @@
+//! Per-worker counters: each worker writes only its own (plain load+store, no contended RMW); readers sum.
+
+use fastwire_proto::RecvDrop;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Why an outgoing packet (from the TUN device) was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendDrop {
+    /// No peer's allowed IPs cover the destination.
+    NoRoute,
+    /// The peer has no endpoint yet.
+    NoEndpoint,
+    /// The peer's queue of packets waiting for a handshake was full.
+    StagedOverflow,
+    /// Handshake attempts gave up with packets still waiting.
+    HandshakeGaveUp,
+    /// The UDP send failed (network unreachable, buffer full...).
+    SendFailed,
+    /// Not an IPv4/IPv6 packet.
+    NotIp,
+}
+
+impl SendDrop {
+    pub const ALL: [SendDrop; 6] = [
+        SendDrop::NoRoute,
+        SendDrop::NoEndpoint,
+        SendDrop::StagedOverflow,
+        SendDrop::HandshakeGaveUp,
+        SendDrop::SendFailed,
+        SendDrop::NotIp,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SendDrop::NoRoute => "tx_no_route",
+            SendDrop::NoEndpoint => "tx_no_endpoint",
+            SendDrop::StagedOverflow => "tx_handshake_queue_full",
+            SendDrop::HandshakeGaveUp => "tx_handshake_gave_up",
+            SendDrop::SendFailed => "tx_udp_send_failed",
+            SendDrop::NotIp => "tx_not_ip",
+        }
+    }
+}
+
+/// Other counters worth showing.
+#[derive(Debug, Clone, Copy)]
+pub enum Counter {
+    RxPackets,
+    TxPackets,
+    TunWriteFailed,
+    HandshakesSent,
+    CookieRepliesSent,
+}
+
+const COUNTERS: [(Counter, &str); 5] = [
+    (Counter::RxPackets, "rx_packets"),
+    (Counter::TxPackets, "tx_packets"),
+    (Counter::TunWriteFailed, "rx_tun_write_failed"),
+    (Counter::HandshakesSent, "handshake_initiations_sent"),
+    (Counter::CookieRepliesSent, "cookie_replies_sent"),
+];
+
+#[derive(Default)]
+pub struct WorkerStats {
+    recv_drops: [AtomicU64; RecvDrop::ALL.len()],
+    send_drops: [AtomicU64; SendDrop::ALL.len()],
+    counters: [AtomicU64; COUNTERS.len()],
+}
+
+fn bump(c: &AtomicU64, by: u64) {
+    // Single writer per counter set: a load and a store, no locked instruction.
+    c.store(c.load(Ordering::Relaxed).wrapping_add(by), Ordering::Relaxed);
+}
+
+impl WorkerStats {
+    pub fn recv_drop(&self, reason: RecvDrop) {
+        let i = RecvDrop::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        bump(&self.recv_drops[i], 1);
+    }
+
+    pub fn send_drop(&self, reason: SendDrop, n: u64) {
+        let i = SendDrop::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        bump(&self.send_drops[i], n);
+    }
+
+    pub fn count(&self, c: Counter, n: u64) {
+        bump(&self.counters[c as usize], n);
+    }
+}
+
+/// Sums the workers' counters into named values, drops by reason included (zeros too).
+pub fn summarize<'a>(all: impl Iterator<Item = &'a WorkerStats> + Clone) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    let sum = |f: &dyn Fn(&WorkerStats) -> u64| all.clone().map(f).sum::<u64>();
+    for (i, (_, name)) in COUNTERS.iter().enumerate() {
+        out.push((name.to_string(), sum(&|w| w.counters[i].load(Ordering::Relaxed))));
+    }
+    for (i, r) in RecvDrop::ALL.iter().enumerate() {
+        out.push((format!("drop_{}", r.name()), sum(&|w| w.recv_drops[i].load(Ordering::Relaxed))));
+    }
+    for (i, r) in SendDrop::ALL.iter().enumerate() {
+        out.push((format!("drop_{}", r.name()), sum(&|w| w.send_drops[i].load(Ordering::Relaxed))));
+    }
+    out
+}

@@ -1,0 +1,56 @@
+//! The timer thread: sleeps until the earliest protocol deadline (or a wake-up) and acts on it.
+//! With no traffic and no persistent keepalive there is no deadline and it sleeps indefinitely.
+
+use crate::shared::Shared;
+use crate::stats::SendDrop;
+use fastwire_proto::{DATA_HEADER_LEN, TAILROOM};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+pub(crate) fn run(shared: Arc<Shared>) {
+    let mut buf = vec![0u8; DATA_HEADER_LEN + 65535 + TAILROOM];
+    let stats = &shared.control_stats;
+    loop {
+        {
+            let (lock, cv) = &shared.timer_wake;
+            let mut woken = lock.lock().unwrap_or_else(|p| p.into_inner());
+            while !*woken && !shared.stop.load(Ordering::Relaxed) {
+                match shared.device.next_deadline() {
+                    Some(deadline) => {
+                        let now = Instant::now();
+                        if deadline <= now {
+                            break;
+                        }
+                        woken = cv
+                            .wait_timeout(woken, deadline - now)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0;
+                    }
+                    None => woken = cv.wait(woken).unwrap_or_else(|p| p.into_inner()),
+                }
+            }
+            *woken = false;
+        }
+        if shared.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let now = Instant::now();
+        for peer in shared.device.peers() {
+            let ev = shared.device.poll_timers(&peer, now);
+            if ev.send_initiation {
+                shared.initiate(&peer, ev.retry, now, stats);
+            }
+            if ev.send_keepalive {
+                shared.seal_and_send(&peer, &mut buf, 0, now, stats);
+            }
+            if ev.gave_up {
+                let n = peer.clear_staged() as u64;
+                if n > 0 {
+                    stats.send_drop(SendDrop::HandshakeGaveUp, n);
+                }
+            }
+        }
+        shared.device.take_timers_dirty();
+    }
+}
