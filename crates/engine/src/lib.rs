@@ -57,14 +57,15 @@ impl Engine {
             ));
         }
         let queues = TunQueue::create(&opts.iface, workers, opts.mtu)?;
-        let socket = UdpSocket::bind(0, 0).map_err(|e| format!("cannot open a UDP socket: {e}"))?;
+        let sockets =
+            UdpSocket::bind_group(0, 0, workers).map_err(|e| format!("cannot open a UDP socket: {e}"))?;
         let wakers = (0..workers)
             .map(|_| Waker::new())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("cannot create an eventfd: {e}"))?;
         let shared = Arc::new(Shared {
             device: Device::new(Instant::now()),
-            socket: ArcSwapOption::from_pointee(socket),
+            sockets: ArcSwapOption::from_pointee(sockets),
             fwmark: AtomicU32::new(0),
             mtu: AtomicUsize::new(opts.mtu as usize),
             stop: AtomicBool::new(false),
@@ -105,23 +106,24 @@ impl Engine {
         let device = &self.shared.device;
         let now = Instant::now();
         if let Some(fwmark) = update.fwmark {
-            if let Some(s) = self.shared.socket.load().as_ref() {
+            for s in self.shared.sockets.load().iter().flat_map(|g| g.iter()) {
                 s.set_fwmark(fwmark).map_err(|e| SetError::Io(format!("cannot set fwmark: {e}")))?;
             }
             self.shared.fwmark.store(fwmark, Ordering::Relaxed);
         }
         if let Some(port) = update.listen_port {
-            let current = self.shared.socket.load().as_ref().map(|s| s.port());
+            let current = self.listen_port();
             if current != Some(port) || port == 0 {
                 let fwmark = self.shared.fwmark.load(Ordering::Relaxed);
-                let socket = UdpSocket::bind(port, fwmark).map_err(|e| {
+                let workers = self.stats.len();
+                let group = UdpSocket::bind_group(port, fwmark, workers).map_err(|e| {
                     if e.kind() == std::io::ErrorKind::AddrInUse {
                         SetError::PortInUse(port)
                     } else {
                         SetError::Io(format!("cannot bind UDP port {port}: {e}"))
                     }
                 })?;
-                self.shared.socket.store(Some(Arc::new(socket)));
+                self.shared.sockets.store(Some(Arc::new(group)));
                 self.shared.wake_workers();
             }
         }
@@ -167,6 +169,10 @@ impl Engine {
         Ok(())
     }
 
+    fn listen_port(&self) -> Option<u16> {
+        self.shared.sockets.load().as_ref().and_then(|g| g.first()).map(|s| s.port())
+    }
+
     /// What `get=1` reports.
     pub fn snapshot(&self) -> DeviceSnapshot {
         let device = &self.shared.device;
@@ -195,7 +201,7 @@ impl Engine {
         peers.sort_by(|a, b| a.public_key.cmp(&b.public_key));
         DeviceSnapshot {
             private_key: device.private_key(),
-            listen_port: self.shared.socket.load().as_ref().map_or(0, |s| s.port()),
+            listen_port: self.listen_port().unwrap_or(0),
             fwmark: self.shared.fwmark.load(Ordering::Relaxed),
             peers,
         }
@@ -243,7 +249,7 @@ impl Engine {
         for t in threads {
             let _ = t.join();
         }
-        self.shared.socket.store(None);
+        self.shared.sockets.store(None);
     }
 }
 

@@ -23,7 +23,8 @@ pub enum ShutdownReason {
 
 pub(crate) struct Shared {
     pub device: Device,
-    pub socket: ArcSwapOption<UdpSocket>,
+    /// One socket per worker, all bound to the listen port with SO_REUSEPORT; swapped whole on rebind.
+    pub sockets: ArcSwapOption<Vec<UdpSocket>>,
     pub fwmark: AtomicU32,
     pub mtu: AtomicUsize,
     pub stop: AtomicBool,
@@ -60,16 +61,19 @@ impl Shared {
         cv.notify_all();
     }
 
+    /// The socket of worker `index` (the timer thread uses worker 0's).
+    pub fn socket(&self, index: usize) -> Option<SocketRef> {
+        let group = self.sockets.load_full()?;
+        (!group.is_empty()).then(|| SocketRef { index: index % group.len(), group })
+    }
+
     pub fn mtu(&self) -> usize {
         self.mtu.load(Ordering::Relaxed)
     }
 
     /// Sends a handshake initiation to `peer` if it has an endpoint and one is due.
-    pub fn initiate(&self, peer: &Arc<Peer>, retry: bool, now: Instant, stats: &WorkerStats) {
+    pub fn initiate(&self, socket: &UdpSocket, peer: &Arc<Peer>, retry: bool, now: Instant, stats: &WorkerStats) {
         let Some(endpoint) = peer.endpoint() else {
-            return;
-        };
-        let Some(socket) = self.socket.load_full() else {
             return;
         };
         let mut msg = [0u8; INITIATION_LEN];
@@ -83,28 +87,31 @@ impl Shared {
 
     /// Encrypts `buf[DATA_HEADER_LEN..DATA_HEADER_LEN + len]` for `peer` and sends it; without a session,
     /// stages the packet and starts a handshake. `len == 0` sends a keepalive.
-    pub fn seal_and_send(&self, peer: &Arc<Peer>, buf: &mut [u8], len: usize, now: Instant, stats: &WorkerStats) {
+    pub fn seal_and_send(
+        &self,
+        socket: &UdpSocket,
+        peer: &Arc<Peer>,
+        buf: &mut [u8],
+        len: usize,
+        now: Instant,
+        stats: &WorkerStats,
+    ) {
         match self.device.seal(peer, buf, len, self.mtu(), now) {
             Ok(sealed) => {
-                let sent = self
-                    .socket
-                    .load()
-                    .as_ref()
-                    .is_some_and(|s| s.send_to(&buf[..sealed.len], sealed.endpoint).is_ok());
-                if sent {
+                if socket.send_to(&buf[..sealed.len], sealed.endpoint).is_ok() {
                     stats.count(Counter::TxPackets, 1);
                 } else {
                     stats.send_drop(SendDrop::SendFailed, 1);
                 }
                 if sealed.rekey {
-                    self.initiate(peer, false, now, stats);
+                    self.initiate(socket, peer, false, now, stats);
                 }
             }
             Err(SendError::NoSession) => {
                 if len > 0 && !peer.stage(&buf[DATA_HEADER_LEN..DATA_HEADER_LEN + len]) {
                     stats.send_drop(SendDrop::StagedOverflow, 1);
                 }
-                self.initiate(peer, false, now, stats);
+                self.initiate(socket, peer, false, now, stats);
             }
             Err(SendError::NoEndpoint) => stats.send_drop(SendDrop::NoEndpoint, 1),
             Err(SendError::NoRoom) => stats.send_drop(SendDrop::SendFailed, 1),
@@ -112,10 +119,10 @@ impl Shared {
     }
 
     /// After a handshake: send what waited for it, or a keepalive to confirm the session.
-    pub fn flush_staged(&self, peer: &Arc<Peer>, buf: &mut [u8], now: Instant, stats: &WorkerStats) {
+    pub fn flush_staged(&self, socket: &UdpSocket, peer: &Arc<Peer>, buf: &mut [u8], now: Instant, stats: &WorkerStats) {
         let staged = peer.take_staged();
         if staged.is_empty() {
-            self.seal_and_send(peer, buf, 0, now, stats);
+            self.seal_and_send(socket, peer, buf, 0, now, stats);
             return;
         }
         for packet in staged {
@@ -123,7 +130,20 @@ impl Shared {
                 continue;
             };
             slot.copy_from_slice(&packet);
-            self.seal_and_send(peer, buf, packet.len(), now, stats);
+            self.seal_and_send(socket, peer, buf, packet.len(), now, stats);
         }
+    }
+}
+
+/// A counted reference to one socket of the current group.
+pub(crate) struct SocketRef {
+    group: Arc<Vec<UdpSocket>>,
+    index: usize,
+}
+
+impl std::ops::Deref for SocketRef {
+    type Target = UdpSocket;
+    fn deref(&self) -> &UdpSocket {
+        &self.group[self.index]
     }
 }

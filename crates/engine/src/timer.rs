@@ -36,13 +36,16 @@ pub(crate) fn run(shared: Arc<Shared>) {
             return;
         }
         let now = Instant::now();
+        let Some(socket) = shared.socket(0) else {
+            continue;
+        };
         for peer in shared.device.peers() {
             let ev = shared.device.poll_timers(&peer, now);
             if ev.send_initiation {
-                shared.initiate(&peer, ev.retry, now, stats);
+                shared.initiate(&socket, &peer, ev.retry, now, stats);
             }
             if ev.send_keepalive {
-                shared.seal_and_send(&peer, &mut buf, 0, now, stats);
+                shared.seal_and_send(&socket, &peer, &mut buf, 0, now, stats);
             }
             if ev.gave_up {
                 let n = peer.clear_staged() as u64;

@@ -7,6 +7,7 @@ use crate::shared::{Shared, ShutdownReason};
 use crate::stats::{Counter, SendDrop, WorkerStats};
 use fastwire_io::poll::{Ready, wait};
 use fastwire_io::tun::TunQueue;
+use fastwire_io::udp::UdpSocket;
 use fastwire_proto::{DATA_HEADER_LEN, Incoming, TAILROOM};
 use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
@@ -33,7 +34,7 @@ impl Worker {
         let waker = &self.shared.worker_wakers[self.index];
         let mut ready = [Ready::default(); 3];
         while !self.shared.stop.load(Ordering::Relaxed) {
-            let socket = self.shared.socket.load_full();
+            let socket = self.shared.socket(self.index);
             let tun_fd = self.tun.as_raw_fd();
             let udp_fd = socket.as_ref().map_or(waker.as_raw_fd(), |s| s.as_raw_fd());
             if wait(&[tun_fd, waker.as_raw_fd(), udp_fd], &mut ready, -1).is_err() {
@@ -47,11 +48,15 @@ impl Worker {
             if ready[1].readable {
                 waker.drain();
             }
-            if ready[0].readable && !self.from_tun(&mut buf) {
+            let Some(socket) = socket else {
+                // No socket (being rebound): packets from the TUN device have nowhere to go yet.
+                continue;
+            };
+            if ready[0].readable && !self.from_tun(&socket, &mut buf) {
                 return;
             }
-            if let Some(socket) = socket.as_ref().filter(|_| ready[2].readable) {
-                self.from_udp(socket, &mut buf, &mut reply);
+            if ready[2].readable {
+                self.from_udp(&socket, &mut buf, &mut reply);
             }
             if self.shared.device.take_timers_dirty() {
                 self.shared.wake_timer();
@@ -60,7 +65,7 @@ impl Worker {
     }
 
     /// Reads up to a batch from the TUN queue; false when the interface is gone.
-    fn from_tun(&self, buf: &mut [u8]) -> bool {
+    fn from_tun(&self, socket: &UdpSocket, buf: &mut [u8]) -> bool {
         let now = Instant::now();
         let shared = &self.shared;
         for _ in 0..BATCH {
@@ -83,12 +88,12 @@ impl Worker {
                 self.stats.send_drop(SendDrop::NoRoute, 1);
                 continue;
             };
-            shared.seal_and_send(&peer, buf, n, now, &self.stats);
+            shared.seal_and_send(socket, &peer, buf, n, now, &self.stats);
         }
         true
     }
 
-    fn from_udp(&self, socket: &fastwire_io::udp::UdpSocket, buf: &mut [u8], reply: &mut [u8]) {
+    fn from_udp(&self, socket: &UdpSocket, buf: &mut [u8], reply: &mut [u8]) {
         let now = Instant::now();
         let shared = &self.shared;
         for _ in 0..BATCH {
@@ -106,7 +111,7 @@ impl Worker {
                         self.stats.count(Counter::TunWriteFailed, 1);
                     }
                     if rekey {
-                        shared.initiate(&peer, false, now, &self.stats);
+                        shared.initiate(socket, &peer, false, now, &self.stats);
                     }
                 }
                 Incoming::Keepalive { .. } | Incoming::CookieAccepted => {}
@@ -119,7 +124,7 @@ impl Worker {
                         self.stats.send_drop(SendDrop::SendFailed, 1);
                     }
                 }
-                Incoming::HandshakeComplete { peer } => shared.flush_staged(&peer, buf, now, &self.stats),
+                Incoming::HandshakeComplete { peer } => shared.flush_staged(socket, &peer, buf, now, &self.stats),
                 Incoming::Dropped(reason) => self.stats.recv_drop(reason),
             }
         }

@@ -27,16 +27,48 @@ pub fn canonical(addr: SocketAddr) -> SocketAddr {
 }
 
 impl UdpSocket {
+    /// Binds `count` sockets to one port (0 = a random one) with SO_REUSEPORT, so the kernel spreads
+    /// peers over them by flow hash and keeps each peer's datagrams on one socket (one worker, in
+    /// order). A plain bind probes the port first, so a port held by another program is reported as
+    /// in use instead of being silently shared.
+    pub fn bind_group(port: u16, fwmark: u32, count: usize) -> io::Result<Vec<UdpSocket>> {
+        if port != 0 {
+            drop(Self::bind_one(port, fwmark, false)?);
+        }
+        let first = Self::bind_one(port, fwmark, true)?;
+        let port = first.port;
+        let mut out = vec![first];
+        for _ in 1..count.max(1) {
+            out.push(Self::bind_one(port, fwmark, true)?);
+        }
+        Ok(out)
+    }
+
     /// Binds `port` (0 = any) on all addresses, IPv6 dual-stack when the host has IPv6, IPv4 otherwise.
     pub fn bind(port: u16, fwmark: u32) -> io::Result<Self> {
+        Self::bind_one(port, fwmark, false)
+    }
+
+    fn bind_one(port: u16, fwmark: u32, reuse_port: bool) -> io::Result<Self> {
+        let prepare = |s: &Socket| -> io::Result<()> {
+            #[cfg(unix)]
+            if reuse_port {
+                s.set_reuse_port(true)?;
+            }
+            #[cfg(not(unix))]
+            let _ = reuse_port;
+            Ok(())
+        };
         let (socket, dual_stack) = match Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP)) {
             Ok(s) => {
                 s.set_only_v6(false)?;
+                prepare(&s)?;
                 s.bind(&SockAddr::from(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))))?;
                 (s, true)
             }
             Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
                 let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+                prepare(&s)?;
                 s.bind(&SockAddr::from(SocketAddr::from(([0, 0, 0, 0], port))))?;
                 (s, false)
             }

@@ -1,0 +1,1 @@
+//! Empty: the measurement lives in `benches/aead.rs`.

@@ -1,0 +1,484 @@
+//! The UAPI socket: created root-only, served by one control thread that accepts connections and
+//! watches for the socket file being deleted, with one short-lived thread per connection.
+
+use std::fs::DirBuilder;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::eventfd::EventFd;
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use nix::sys::stat::{Mode, umask};
+use tracing::{debug, warn};
+
+use super::protocol::{self, SetParser, UapiError};
+use super::{SOCKET_DIR, UapiHandler, socket_path};
+
+/// What a `set=1` that arrives while shutting down is answered with.
+const EIO: i32 = 5;
+
+/// Bounds that keep one client from holding the daemon's memory or threads.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Longest accepted line; UAPI lines are under 200 bytes.
+    pub max_line: usize,
+    /// Most lines in one `set=1`: a quarter million allowed IPs still fit, memory stays tens of MB.
+    pub max_set_lines: usize,
+    /// A connection that sends nothing for this long is closed.
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_line: 4096,
+            max_set_lines: 1 << 18,
+            idle_timeout: Duration::from_secs(30),
+            max_connections: 64,
+        }
+    }
+}
+
+/// A served UAPI socket. Dropping it (or [`UapiServer::shutdown`]) stops accepting and removes the
+/// socket file, if the file is still ours.
+pub struct UapiServer {
+    path: PathBuf,
+    identity: FileIdentity,
+    /// Held until we are done with the path: while the socket is open its inode cannot be reused,
+    /// which keeps the identity check sound.
+    _listener: Arc<UnixListener>,
+    stop: Arc<EventFd>,
+    stopped: Arc<AtomicBool>,
+    control: Option<JoinHandle<()>>,
+}
+
+/// Serves `/var/run/wireguard/IFACE.sock` for `handler`.
+pub fn serve(iface: &str, handler: Arc<dyn UapiHandler>) -> io::Result<UapiServer> {
+    serve_in(Path::new(SOCKET_DIR), iface, handler, Limits::default())
+}
+
+impl UapiServer {
+    /// The socket file being served.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Stops accepting connections and removes the socket file.
+    pub fn shutdown(mut self) {
+        self.stop_and_clean();
+    }
+
+    fn stop_and_clean(&mut self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        if let Some(control) = self.control.take() {
+            if let Err(e) = self.stop.write(1) {
+                warn!("UAPI: cannot wake the control thread: {e}");
+            } else if control.join().is_err() {
+                warn!("UAPI: the control thread panicked");
+            }
+        }
+        if self.identity.matches(&self.path)
+            && let Err(e) = std::fs::remove_file(&self.path)
+        {
+            warn!("UAPI: cannot remove {}: {e}", self.path.display());
+        }
+    }
+}
+
+impl Drop for UapiServer {
+    fn drop(&mut self) {
+        self.stop_and_clean();
+    }
+}
+
+/// Which inode we bound, so we never delete or mourn a socket another daemon put in our place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileIdentity {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileIdentity {
+    fn of(path: &Path) -> io::Result<Self> {
+        let meta = std::fs::symlink_metadata(path)?;
+        Ok(Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+
+    fn matches(&self, path: &Path) -> bool {
+        Self::of(path).is_ok_and(|now| now == *self)
+    }
+}
+
+pub(crate) fn serve_in(
+    dir: &Path,
+    iface: &str,
+    handler: Arc<dyn UapiHandler>,
+    limits: Limits,
+) -> io::Result<UapiServer> {
+    let path = socket_path(dir, iface)?;
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .map_err(|e| with_context(e, format!("cannot create {}", dir.display())))?;
+    let listener = bind_private(iface, &path)?;
+    let identity = FileIdentity::of(&path)?;
+    listener.set_nonblocking(true)?;
+
+    let stop = Arc::new(EventFd::new().map_err(io::Error::from)?);
+    let stopped = Arc::new(AtomicBool::new(false));
+    let watch = watch_removal(&path);
+    let shared = Arc::new(Shared {
+        handler,
+        limits,
+        stopped: Arc::clone(&stopped),
+        active: AtomicUsize::new(0),
+    });
+    let listener = Arc::new(listener);
+    let control = {
+        let stop = Arc::clone(&stop);
+        let path = path.clone();
+        let listener = Arc::clone(&listener);
+        thread::Builder::new()
+            .name("uapi".into())
+            .spawn(move || control_loop(&listener, watch, &stop, shared, &path, identity))?
+    };
+    Ok(UapiServer {
+        path,
+        identity,
+        _listener: listener,
+        stop,
+        stopped,
+        control: Some(control),
+    })
+}
+
+/// Binds under umask 077, so the socket is never reachable by anyone but root, even for an instant.
+/// A leftover socket nobody answers on is replaced; a live one is refused.
+fn bind_private(iface: &str, path: &Path) -> io::Result<UnixListener> {
+    let bind = || {
+        let old = umask(Mode::from_bits_truncate(0o077));
+        let result = UnixListener::bind(path);
+        umask(old);
+        result
+    };
+    let listener = match bind() {
+        Ok(listener) => listener,
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+            let is_socket =
+                std::fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_socket());
+            if !is_socket {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} exists and is not a socket; remove it", path.display()),
+                ));
+            }
+            if UnixStream::connect(path).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!(
+                        "interface {iface} already has a running daemon ({} answers)",
+                        path.display()
+                    ),
+                ));
+            }
+            debug!("UAPI: removing stale socket {}", path.display());
+            std::fs::remove_file(path)
+                .map_err(|e| with_context(e, format!("cannot remove {}", path.display())))?;
+            bind().map_err(|e| with_context(e, format!("cannot bind {}", path.display())))?
+        }
+        Err(e) => return Err(with_context(e, format!("cannot bind {}", path.display()))),
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Unlinking a file changes its link count, which inotify reports as IN_ATTRIB on the inode (the
+/// bound socket keeps the inode alive, so IN_DELETE_SELF would come too late).
+fn watch_removal(path: &Path) -> Option<Inotify> {
+    let watch = || -> nix::Result<Inotify> {
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
+        inotify.add_watch(
+            path,
+            AddWatchFlags::IN_ATTRIB | AddWatchFlags::IN_DELETE_SELF | AddWatchFlags::IN_MOVE_SELF,
+        )?;
+        Ok(inotify)
+    };
+    watch()
+        .inspect_err(|e| {
+            warn!("UAPI: cannot watch {} for removal: {e}", path.display());
+        })
+        .ok()
+}
+
+/// What every connection thread needs.
+struct Shared {
+    handler: Arc<dyn UapiHandler>,
+    limits: Limits,
+    stopped: Arc<AtomicBool>,
+    active: AtomicUsize,
+}
+
+fn control_loop(
+    listener: &UnixListener,
+    watch: Option<Inotify>,
+    stop: &EventFd,
+    shared: Arc<Shared>,
+    path: &Path,
+    identity: FileIdentity,
+) {
+    loop {
+        let (accept_ready, stop_ready, watch_ready) = {
+            let mut fds = vec![
+                PollFd::new(listener.as_fd(), PollFlags::POLLIN),
+                PollFd::new(stop.as_fd(), PollFlags::POLLIN),
+            ];
+            if let Some(watch) = &watch {
+                fds.push(PollFd::new(watch.as_fd(), PollFlags::POLLIN));
+            }
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    warn!(
+                        "UAPI: poll failed, no longer serving {}: {e}",
+                        path.display()
+                    );
+                    return;
+                }
+            }
+            let ready = |i: usize| {
+                fds.get(i)
+                    .and_then(PollFd::revents)
+                    .is_some_and(|r| !r.is_empty())
+            };
+            (ready(0), ready(1), ready(2))
+        };
+        if stop_ready {
+            return;
+        }
+        if watch_ready {
+            if let Some(watch) = &watch {
+                while watch.read_events().is_ok() {}
+            }
+            if !identity.matches(path) {
+                debug!("UAPI: {} was removed", path.display());
+                shared.stopped.store(true, Ordering::SeqCst);
+                shared.handler.socket_removed();
+                return;
+            }
+        }
+        if accept_ready {
+            accept_pending(listener, &shared);
+        }
+    }
+}
+
+fn accept_pending(listener: &UnixListener, shared: &Arc<Shared>) {
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => spawn_connection(stream, shared),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                // Out of descriptors or memory: back off instead of spinning on a readable listener.
+                warn!("UAPI: accept failed: {e}");
+                thread::sleep(Duration::from_millis(100));
+                return;
+            }
+        }
+    }
+}
+
+/// Decrements the live-connection count however the connection ends.
+struct ActiveGuard(Arc<Shared>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn spawn_connection(stream: UnixStream, shared: &Arc<Shared>) {
+    if shared.active.fetch_add(1, Ordering::SeqCst) >= shared.limits.max_connections {
+        shared.active.fetch_sub(1, Ordering::SeqCst);
+        debug!("UAPI: too many connections, closing a new one");
+        return;
+    }
+    let guard = ActiveGuard(Arc::clone(shared));
+    let spawned = thread::Builder::new()
+        .name("uapi-conn".into())
+        .spawn(move || {
+            if let Err(e) = handle_connection(stream, &guard.0) {
+                debug!("UAPI: connection closed: {e}");
+            }
+            drop(guard);
+        });
+    if let Err(e) = spawned {
+        warn!("UAPI: cannot start a connection thread: {e}");
+    }
+}
+
+/// How reading one line ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    /// A full line; the newline is stripped.
+    Complete,
+    /// End of stream after some bytes without a newline.
+    Unterminated,
+    /// End of stream before any byte.
+    Eof,
+    TooLong,
+}
+
+/// Reads one line into `buf` without ever buffering more than `max` bytes of it.
+fn read_line(reader: &mut impl BufRead, max: usize, buf: &mut Vec<u8>) -> io::Result<Line> {
+    buf.clear();
+    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+    let n = reader.take(limit).read_until(b'\n', buf)?;
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        return Ok(if buf.len() > max {
+            Line::TooLong
+        } else {
+            Line::Complete
+        });
+    }
+    Ok(match n {
+        0 => Line::Eof,
+        _ if buf.len() > max => Line::TooLong,
+        _ => Line::Unterminated,
+    })
+}
+
+fn handle_connection(stream: UnixStream, shared: &Shared) -> io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(shared.limits.idle_timeout))?;
+    stream.set_write_timeout(Some(shared.limits.idle_timeout))?;
+    let mut writer = stream.try_clone()?;
+    let mut reader = BufReader::with_capacity(8192, stream);
+    let mut line = Vec::new();
+    // Several requests may follow each other on one connection, as wireguard-go allows.
+    loop {
+        if read_line(&mut reader, shared.limits.max_line, &mut line)? != Line::Complete {
+            return Ok(());
+        }
+        if shared.stopped.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let (answer, keep_open) = match line.as_slice() {
+            b"get=1" => match expect_blank_line(&mut reader)? {
+                true => (protocol::format_get(&shared.handler.get()), true),
+                false => (errno_answer(protocol::EINVAL), true),
+            },
+            b"fastwire-stats=1" => match expect_blank_line(&mut reader)? {
+                true => (protocol::format_stats(&shared.handler.stats()), true),
+                false => (errno_answer(protocol::EINVAL), true),
+            },
+            b"set=1" => handle_set(&mut reader, shared)?,
+            // wireguard-go closes the connection on an unknown operation without answering.
+            _ => {
+                debug!("UAPI: unknown operation, closing");
+                return Ok(());
+            }
+        };
+        writer.write_all(answer.as_bytes())?;
+        if !keep_open {
+            return Ok(());
+        }
+    }
+}
+
+/// `get=1` must be followed by an empty line; like wireguard-go, one byte decides.
+fn expect_blank_line(reader: &mut impl Read) -> io::Result<bool> {
+    let mut byte = [0u8; 1];
+    reader.read_exact(&mut byte)?;
+    Ok(byte == *b"\n")
+}
+
+/// wireguard-go answers with negative errnos (`errno=-22`), and `wg` relies on the sign to print
+/// the right message.
+fn errno_answer(errno: i32) -> String {
+    format!("errno=-{errno}\n\n")
+}
+
+/// Parses the whole transaction, then applies it at once. Returns the answer and whether the
+/// connection can carry another request.
+fn handle_set(reader: &mut impl BufRead, shared: &Shared) -> io::Result<(String, bool)> {
+    let limits = shared.limits;
+    let mut parser = SetParser::new();
+    let mut first_error: Option<UapiError> = None;
+    let mut line = Vec::new();
+    let mut lines = 0usize;
+    loop {
+        let kind = read_line(reader, limits.max_line, &mut line)?;
+        match kind {
+            Line::Eof => break,
+            Line::Complete if line.is_empty() => break,
+            Line::TooLong => {
+                warn!("UAPI: set line longer than {} bytes", limits.max_line);
+                return Ok((errno_answer(protocol::EINVAL), false));
+            }
+            Line::Complete | Line::Unterminated => {}
+        }
+        lines += 1;
+        if lines > limits.max_set_lines {
+            warn!("UAPI: set has more than {} lines", limits.max_set_lines);
+            return Ok((errno_answer(protocol::EINVAL), false));
+        }
+        // After an error, read on to the end of the transaction so the client can read the answer
+        // and the connection stays in step.
+        if first_error.is_none() {
+            let result = match std::str::from_utf8(&line) {
+                Ok(text) => parser.feed_line(text),
+                Err(_) => Err(UapiError {
+                    line: lines,
+                    reason: "line is not UTF-8".into(),
+                }),
+            };
+            first_error = result.err();
+        }
+        if kind == Line::Unterminated {
+            break;
+        }
+    }
+    if let Some(error) = first_error {
+        warn!("UAPI: set refused: {error}");
+        return Ok((errno_answer(error.errno()), true));
+    }
+    if shared.stopped.load(Ordering::SeqCst) {
+        return Ok((errno_answer(EIO), false));
+    }
+    match shared.handler.set(parser.finish()) {
+        Ok(()) => Ok(("errno=0\n\n".into(), true)),
+        Err(e) => {
+            warn!("UAPI: set failed: {e}");
+            Ok((errno_answer(e.errno()), true))
+        }
+    }
+}
+
+fn with_context(e: io::Error, what: String) -> io::Error {
+    let hint = if e.kind() == io::ErrorKind::PermissionDenied {
+        " — run as root"
+    } else {
+        ""
+    };
+    io::Error::new(e.kind(), format!("{what}: {e}{hint}"))
+}
+
+#[cfg(test)]
+#[path = "server_tests.rs"]
+mod tests;
