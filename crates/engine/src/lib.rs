@@ -49,7 +49,11 @@ impl Engine {
     /// Creates the TUN interface, binds a UDP socket on a random port and starts the workers.
     /// Errors are one line saying what is wrong and what to do.
     pub fn start(opts: EngineOptions) -> Result<Engine, String> {
-        let workers = if opts.workers == 0 { default_workers() } else { opts.workers };
+        let workers = if opts.workers == 0 {
+            default_workers()
+        } else {
+            opts.workers
+        };
         if !fastwire_io::sys::has_net_admin() {
             return Err(format!(
                 "cannot create interface {}: permission denied — run as root or grant CAP_NET_ADMIN",
@@ -57,8 +61,8 @@ impl Engine {
             ));
         }
         let queues = TunQueue::create(&opts.iface, workers, opts.mtu)?;
-        let sockets =
-            UdpSocket::bind_group(0, 0, workers).map_err(|e| format!("cannot open a UDP socket: {e}"))?;
+        let sockets = UdpSocket::bind_group(0, 0, workers)
+            .map_err(|e| format!("cannot open a UDP socket: {e}"))?;
         let wakers = (0..workers)
             .map(|_| Waker::new())
             .collect::<Result<Vec<_>, _>>()
@@ -79,7 +83,12 @@ impl Engine {
         for (index, tun) in queues.into_iter().enumerate() {
             let s = Arc::new(WorkerStats::default());
             stats.push(s.clone());
-            let w = worker::Worker { index, shared: shared.clone(), tun, stats: s };
+            let w = worker::Worker {
+                index,
+                shared: shared.clone(),
+                tun,
+                stats: s,
+            };
             let t = std::thread::Builder::new()
                 .name(format!("fw-worker-{index}"))
                 .spawn(move || w.run())
@@ -93,7 +102,13 @@ impl Engine {
                 .spawn(move || timer::run(sh))
                 .map_err(|e| format!("cannot start the timer thread: {e}"))?,
         );
-        Ok(Engine { shared, stats, threads: Mutex::new(threads), config_lock: Mutex::new(()), iface: opts.iface })
+        Ok(Engine {
+            shared,
+            stats,
+            threads: Mutex::new(threads),
+            config_lock: Mutex::new(()),
+            iface: opts.iface,
+        })
     }
 
     pub fn iface(&self) -> &str {
@@ -107,7 +122,8 @@ impl Engine {
         let now = Instant::now();
         if let Some(fwmark) = update.fwmark {
             for s in self.shared.sockets.load().iter().flat_map(|g| g.iter()) {
-                s.set_fwmark(fwmark).map_err(|e| SetError::Io(format!("cannot set fwmark: {e}")))?;
+                s.set_fwmark(fwmark)
+                    .map_err(|e| SetError::Io(format!("cannot set fwmark: {e}")))?;
             }
             self.shared.fwmark.store(fwmark, Ordering::Relaxed);
         }
@@ -157,11 +173,11 @@ impl Engine {
                     .set_allowed_ips(&peer, p.replace_allowed_ips, &ips)
                     .map_err(SetError::Invalid)?;
             }
-            if let Some(secs) = p.persistent_keepalive {
-                if secs != peer.persistent_keepalive() {
-                    peer.set_persistent_keepalive(secs);
-                    device.persistent_keepalive_changed(&peer, now);
-                }
+            if let Some(secs) = p.persistent_keepalive
+                && secs != peer.persistent_keepalive()
+            {
+                peer.set_persistent_keepalive(secs);
+                device.persistent_keepalive_changed(&peer, now);
             }
         }
         device.take_timers_dirty();
@@ -170,7 +186,12 @@ impl Engine {
     }
 
     fn listen_port(&self) -> Option<u16> {
-        self.shared.sockets.load().as_ref().and_then(|g| g.first()).map(|s| s.port())
+        self.shared
+            .sockets
+            .load()
+            .as_ref()
+            .and_then(|g| g.first())
+            .map(|s| s.port())
     }
 
     /// What `get=1` reports.
@@ -198,7 +219,7 @@ impl Engine {
                     .collect(),
             })
             .collect();
-        peers.sort_by(|a, b| a.public_key.cmp(&b.public_key));
+        peers.sort_by_key(|p| p.public_key);
         DeviceSnapshot {
             private_key: device.private_key(),
             listen_port: self.listen_port().unwrap_or(0),

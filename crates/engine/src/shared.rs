@@ -36,7 +36,9 @@ pub(crate) struct Shared {
 }
 
 pub(crate) fn wall_clock() -> Duration {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
 }
 
 impl Shared {
@@ -64,7 +66,10 @@ impl Shared {
     /// The socket of worker `index` (the timer thread uses worker 0's).
     pub fn socket(&self, index: usize) -> Option<SocketRef> {
         let group = self.sockets.load_full()?;
-        (!group.is_empty()).then(|| SocketRef { index: index % group.len(), group })
+        (!group.is_empty()).then(|| SocketRef {
+            index: index % group.len(),
+            group,
+        })
     }
 
     pub fn mtu(&self) -> usize {
@@ -72,12 +77,22 @@ impl Shared {
     }
 
     /// Sends a handshake initiation to `peer` if it has an endpoint and one is due.
-    pub fn initiate(&self, socket: &UdpSocket, peer: &Arc<Peer>, retry: bool, now: Instant, stats: &WorkerStats) {
+    pub fn initiate(
+        &self,
+        socket: &UdpSocket,
+        peer: &Arc<Peer>,
+        retry: bool,
+        now: Instant,
+        stats: &WorkerStats,
+    ) {
         let Some(endpoint) = peer.endpoint() else {
             return;
         };
         let mut msg = [0u8; INITIATION_LEN];
-        if let Some(n) = self.device.create_initiation(peer, now, wall_clock(), retry, &mut msg) {
+        if let Some(n) = self
+            .device
+            .create_initiation(peer, now, wall_clock(), retry, &mut msg)
+        {
             stats.count(Counter::HandshakesSent, 1);
             if socket.send_to(&msg[..n], endpoint).is_err() {
                 stats.send_drop(SendDrop::SendFailed, 1);
@@ -119,7 +134,14 @@ impl Shared {
     }
 
     /// After a handshake: send what waited for it, or a keepalive to confirm the session.
-    pub fn flush_staged(&self, socket: &UdpSocket, peer: &Arc<Peer>, buf: &mut [u8], now: Instant, stats: &WorkerStats) {
+    pub fn flush_staged(
+        &self,
+        socket: &UdpSocket,
+        peer: &Arc<Peer>,
+        buf: &mut [u8],
+        now: Instant,
+        stats: &WorkerStats,
+    ) {
         let staged = peer.take_staged();
         if staged.is_empty() {
             self.seal_and_send(socket, peer, buf, 0, now, stats);

@@ -69,7 +69,10 @@ pub struct WorkerStats {
 
 fn bump(c: &AtomicU64, by: u64) {
     // Single writer per counter set: a load and a store, no locked instruction.
-    c.store(c.load(Ordering::Relaxed).wrapping_add(by), Ordering::Relaxed);
+    c.store(
+        c.load(Ordering::Relaxed).wrapping_add(by),
+        Ordering::Relaxed,
+    );
 }
 
 impl WorkerStats {
@@ -93,13 +96,22 @@ pub fn summarize<'a>(all: impl Iterator<Item = &'a WorkerStats> + Clone) -> Vec<
     let mut out = Vec::new();
     let sum = |f: &dyn Fn(&WorkerStats) -> u64| all.clone().map(f).sum::<u64>();
     for (i, (_, name)) in COUNTERS.iter().enumerate() {
-        out.push((name.to_string(), sum(&|w| w.counters[i].load(Ordering::Relaxed))));
+        out.push((
+            name.to_string(),
+            sum(&|w| w.counters[i].load(Ordering::Relaxed)),
+        ));
     }
     for (i, r) in RecvDrop::ALL.iter().enumerate() {
-        out.push((format!("drop_{}", r.name()), sum(&|w| w.recv_drops[i].load(Ordering::Relaxed))));
+        out.push((
+            format!("drop_{}", r.name()),
+            sum(&|w| w.recv_drops[i].load(Ordering::Relaxed)),
+        ));
     }
     for (i, r) in SendDrop::ALL.iter().enumerate() {
-        out.push((format!("drop_{}", r.name()), sum(&|w| w.send_drops[i].load(Ordering::Relaxed))));
+        out.push((
+            format!("drop_{}", r.name()),
+            sum(&|w| w.send_drops[i].load(Ordering::Relaxed)),
+        ));
     }
     out
 }

@@ -42,7 +42,8 @@ impl Worker {
                 return;
             }
             if ready[0].failed {
-                self.shared.request_shutdown(ShutdownReason::InterfaceRemoved);
+                self.shared
+                    .request_shutdown(ShutdownReason::InterfaceRemoved);
                 return;
             }
             if ready[1].readable {
@@ -52,11 +53,11 @@ impl Worker {
                 // No socket (being rebound): packets from the TUN device have nowhere to go yet.
                 continue;
             };
-            if ready[0].readable && !self.from_tun(&socket, &mut buf) {
+            if ready[0].readable && !self.handle_tun(&socket, &mut buf) {
                 return;
             }
             if ready[2].readable {
-                self.from_udp(&socket, &mut buf, &mut reply);
+                self.handle_udp(&socket, &mut buf, &mut reply);
             }
             if self.shared.device.take_timers_dirty() {
                 self.shared.wake_timer();
@@ -65,11 +66,14 @@ impl Worker {
     }
 
     /// Reads up to a batch from the TUN queue; false when the interface is gone.
-    fn from_tun(&self, socket: &UdpSocket, buf: &mut [u8]) -> bool {
+    fn handle_tun(&self, socket: &UdpSocket, buf: &mut [u8]) -> bool {
         let now = Instant::now();
         let shared = &self.shared;
         for _ in 0..BATCH {
-            let n = match self.tun.recv(&mut buf[DATA_HEADER_LEN..DATA_HEADER_LEN + MAX_PACKET]) {
+            let n = match self
+                .tun
+                .recv(&mut buf[DATA_HEADER_LEN..DATA_HEADER_LEN + MAX_PACKET])
+            {
                 Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -93,7 +97,7 @@ impl Worker {
         true
     }
 
-    fn from_udp(&self, socket: &UdpSocket, buf: &mut [u8], reply: &mut [u8]) {
+    fn handle_udp(&self, socket: &UdpSocket, buf: &mut [u8], reply: &mut [u8]) {
         let now = Instant::now();
         let shared = &self.shared;
         for _ in 0..BATCH {
@@ -104,10 +108,17 @@ impl Worker {
                 // ICMP errors from earlier sends surface here (ECONNREFUSED...): not fatal.
                 Err(_) => continue,
             };
-            match shared.device.handle_incoming(src, &mut buf[..n], now, reply) {
+            match shared
+                .device
+                .handle_incoming(src, &mut buf[..n], now, reply)
+            {
                 Incoming::Data { peer, len, rekey } => {
                     self.stats.count(Counter::RxPackets, 1);
-                    if self.tun.send(&buf[DATA_HEADER_LEN..DATA_HEADER_LEN + len]).is_err() {
+                    if self
+                        .tun
+                        .send(&buf[DATA_HEADER_LEN..DATA_HEADER_LEN + len])
+                        .is_err()
+                    {
                         self.stats.count(Counter::TunWriteFailed, 1);
                     }
                     if rekey {
@@ -124,7 +135,9 @@ impl Worker {
                         self.stats.send_drop(SendDrop::SendFailed, 1);
                     }
                 }
-                Incoming::HandshakeComplete { peer } => shared.flush_staged(socket, &peer, buf, now, &self.stats),
+                Incoming::HandshakeComplete { peer } => {
+                    shared.flush_staged(socket, &peer, buf, now, &self.stats)
+                }
                 Incoming::Dropped(reason) => self.stats.recv_drop(reason),
             }
         }

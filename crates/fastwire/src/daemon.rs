@@ -40,7 +40,8 @@ impl UapiHandler for Handler {
         self.0.stats()
     }
     fn socket_removed(&self) {
-        self.0.request_shutdown(fastwire_engine::ShutdownReason::Requested);
+        self.0
+            .request_shutdown(fastwire_engine::ShutdownReason::Requested);
     }
 }
 
@@ -54,7 +55,10 @@ impl Daemon {
     /// Creates the interface and UAPI socket and starts the data plane. Errors are one clear line.
     pub fn start(opts: DaemonOptions) -> Result<Daemon, String> {
         if !crate::uapi::valid_iface(&opts.iface) {
-            return Err(format!("invalid interface name {:?}: use 1 to 15 characters without '/'", opts.iface));
+            return Err(format!(
+                "invalid interface name {:?}: use 1 to 15 characters without '/'",
+                opts.iface
+            ));
         }
         let engine = Arc::new(Engine::start(EngineOptions {
             iface: opts.iface.clone(),
@@ -65,12 +69,18 @@ impl Daemon {
             Ok(s) => s,
             Err(e) => {
                 engine.stop();
-                return Err(format!("cannot serve the UAPI socket for {}: {e}", opts.iface));
+                return Err(format!(
+                    "cannot serve the UAPI socket for {}: {e}",
+                    opts.iface
+                ));
             }
         };
         install_signal_handler(&engine)?;
         tracing::info!(iface = %opts.iface, socket = %uapi.path().display(), "interface up");
-        Ok(Daemon { engine, uapi: Some(uapi) })
+        Ok(Daemon {
+            engine,
+            uapi: Some(uapi),
+        })
     }
 
     /// Applies a configuration change, as a UAPI `set=1` would.
@@ -82,9 +92,8 @@ impl Daemon {
     pub fn wait_for_shutdown(&self) -> ShutdownReason {
         match self.engine.wait() {
             fastwire_engine::ShutdownReason::Requested => ShutdownReason::Signal,
-            fastwire_engine::ShutdownReason::InterfaceRemoved | fastwire_engine::ShutdownReason::Failed => {
-                ShutdownReason::InterfaceRemoved
-            }
+            fastwire_engine::ShutdownReason::InterfaceRemoved
+            | fastwire_engine::ShutdownReason::Failed => ShutdownReason::InterfaceRemoved,
         }
     }
 
@@ -116,11 +125,19 @@ fn install_signal_handler(engine: &Arc<Engine>) -> Result<(), String> {
 
 /// `fastwire [-f] IFACE`: like wireguard-go, create the interface and serve its UAPI socket; without
 /// `-f`, return once the daemon is up and leave it running in the background.
-pub fn run_wireguard_go_style(iface: &str, foreground: bool, workers: Option<usize>) -> Result<(), String> {
+pub fn run_wireguard_go_style(
+    iface: &str,
+    foreground: bool,
+    workers: Option<usize>,
+) -> Result<(), String> {
     if !foreground {
         return spawn_background(iface, workers);
     }
-    let daemon = Daemon::start(DaemonOptions { iface: iface.to_string(), workers, mtu: DEFAULT_MTU })?;
+    let daemon = Daemon::start(DaemonOptions {
+        iface: iface.to_string(),
+        workers,
+        mtu: DEFAULT_MTU,
+    })?;
     let reason = daemon.wait_for_shutdown();
     tracing::info!(iface, ?reason, "shutting down");
     daemon.stop();
@@ -138,12 +155,19 @@ fn spawn_background(iface: &str, workers: Option<usize>) -> Result<(), String> {
     if let Some(n) = workers {
         cmd.arg("--workers").arg(n.to_string());
     }
-    cmd.arg(iface).stdin(Stdio::null()).stdout(Stdio::null()).process_group(0);
-    let mut child = cmd.spawn().map_err(|e| format!("cannot start the daemon: {e}"))?;
+    cmd.arg(iface)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .process_group(0);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start the daemon: {e}"))?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!("the daemon for {iface} exited during start-up ({status})"));
+            return Err(format!(
+                "the daemon for {iface} exited during start-up ({status})"
+            ));
         }
         if uapi::client::request(iface, "get=1\n\n").is_ok() {
             return Ok(());
@@ -152,5 +176,7 @@ fn spawn_background(iface: &str, workers: Option<usize>) -> Result<(), String> {
     }
     let _ = child.kill();
     let _ = child.wait();
-    Err(format!("the daemon for {iface} did not come up within 10 s"))
+    Err(format!(
+        "the daemon for {iface} did not come up within 10 s"
+    ))
 }

@@ -16,7 +16,9 @@ impl Waker {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: `fd` is a fresh descriptor we own exclusively.
-        Ok(Self { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+        Ok(Self {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
     }
 
     pub fn wake(&self) {
@@ -55,7 +57,11 @@ pub struct Ready {
 /// Fills `ready` (same length as `fds`). Interrupted waits return with nothing ready.
 pub fn wait(fds: &[RawFd], ready: &mut [Ready], timeout_ms: i32) -> io::Result<()> {
     const MAX: usize = 8;
-    let mut pfds = [libc::pollfd { fd: -1, events: 0, revents: 0 }; MAX];
+    let mut pfds = [libc::pollfd {
+        fd: -1,
+        events: 0,
+        revents: 0,
+    }; MAX];
     let n = fds.len().min(MAX);
     for (p, &fd) in pfds.iter_mut().zip(fds) {
         p.fd = fd;
@@ -68,7 +74,11 @@ pub fn wait(fds: &[RawFd], ready: &mut [Ready], timeout_ms: i32) -> io::Result<(
     }
     if rc < 0 {
         let err = io::Error::last_os_error();
-        return if err.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(err) };
+        return if err.kind() == io::ErrorKind::Interrupted {
+            Ok(())
+        } else {
+            Err(err)
+        };
     }
     for (r, p) in ready.iter_mut().zip(&pfds[..n]) {
         r.readable = p.revents & libc::POLLIN != 0;

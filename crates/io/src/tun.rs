@@ -43,7 +43,9 @@ impl TunQueue {
             .map_err(|e| explain_create_error(name, &e))?;
         let mut out = Vec::with_capacity(queues.max(1));
         for _ in 1..queues.max(1) {
-            let q = first.try_clone().map_err(|e| format!("cannot open another queue of {name}: {e}"))?;
+            let q = first
+                .try_clone()
+                .map_err(|e| format!("cannot open another queue of {name}: {e}"))?;
             out.push(q);
         }
         out.insert(0, first);

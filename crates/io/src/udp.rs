@@ -59,11 +59,15 @@ impl UdpSocket {
             let _ = reuse_port;
             Ok(())
         };
-        let (socket, dual_stack) = match Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP)) {
+        let (socket, dual_stack) = match Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))
+        {
             Ok(s) => {
                 s.set_only_v6(false)?;
                 prepare(&s)?;
-                s.bind(&SockAddr::from(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))))?;
+                s.bind(&SockAddr::from(SocketAddr::from((
+                    Ipv6Addr::UNSPECIFIED,
+                    port,
+                ))))?;
                 (s, true)
             }
             Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
@@ -80,7 +84,11 @@ impl UdpSocket {
         socket.set_nonblocking(true)?;
         let socket: std::net::UdpSocket = socket.into();
         let port = socket.local_addr()?.port();
-        let s = Self { socket, dual_stack, port };
+        let s = Self {
+            socket,
+            dual_stack,
+            port,
+        };
         if fwmark != 0 {
             s.set_fwmark(fwmark)?;
         }

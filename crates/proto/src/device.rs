@@ -265,10 +265,10 @@ impl Device {
             let checker = Mutex::new(CookieChecker::new(&keys.public));
             Arc::new(Identity { keys, checker })
         });
-        if let Some(own) = identity.as_ref().map(|i| i.keys.public) {
-            if self.peers.load().contains_key(&own) {
-                self.remove_peer_locked(&own);
-            }
+        if let Some(own) = identity.as_ref().map(|i| i.keys.public)
+            && self.peers.load().contains_key(&own)
+        {
+            self.remove_peer_locked(&own);
         }
         for peer in self.peers.load().values() {
             let ss = identity.as_ref().and_then(|i| i.keys.dh(&peer.public_key));
@@ -454,11 +454,11 @@ impl Device {
         if secs == 0 {
             peer.timers.persistent_keepalive.disarm();
         } else {
-            let fresh = peer
-                .timers
+            // Due now: the timer driver must wake whatever it was waiting for.
+            peer.timers
                 .persistent_keepalive
                 .set(self.clock.to_nanos(now));
-            self.arm(fresh || true);
+            self.arm(true);
         }
     }
 
@@ -512,8 +512,8 @@ impl Device {
         self.index_update(|map| {
             loop {
                 let i = crypto::random_u32();
-                if !map.contains_key(&i) {
-                    map.insert(i, entry);
+                if let std::collections::hash_map::Entry::Vacant(slot) = map.entry(i) {
+                    slot.insert(entry);
                     chosen = i;
                     return;
                 }

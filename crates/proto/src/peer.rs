@@ -143,7 +143,11 @@ impl Peer {
     /// Keeps a packet until a session exists. Returns false when the oldest one was dropped for room.
     pub fn stage(&self, packet: &[u8]) -> bool {
         let mut q = self.staged.lock().unwrap_or_else(|p| p.into_inner());
-        let dropped = if q.len() >= MAX_STAGED_PACKETS { q.pop_front().is_some() } else { false };
+        let dropped = if q.len() >= MAX_STAGED_PACKETS {
+            q.pop_front().is_some()
+        } else {
+            false
+        };
         q.push_back(packet.to_vec());
         !dropped
     }
