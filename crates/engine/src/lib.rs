@@ -30,6 +30,8 @@ pub struct EngineOptions {
     /// Worker threads (one TUN queue each); 0 = one per online CPU.
     pub workers: usize,
     pub mtu: u16,
+    /// Use TUN offloads (TSO/GRO) when the kernel has them.
+    pub offload: bool,
 }
 
 /// A running tunnel interface.
@@ -39,6 +41,7 @@ pub struct Engine {
     threads: Mutex<Vec<JoinHandle<()>>>,
     config_lock: Mutex<()>,
     iface: String,
+    offloads: fastwire_io::tun::Offloads,
 }
 
 fn default_workers() -> usize {
@@ -60,7 +63,8 @@ impl Engine {
                 opts.iface
             ));
         }
-        let queues = TunQueue::create(&opts.iface, workers, opts.mtu)?;
+        let (queues, offloads) = TunQueue::create(&opts.iface, workers, opts.mtu, opts.offload)?;
+        tracing::info!(iface = %opts.iface, workers, tcp_offload = offloads.tcp, udp_offload = offloads.udp, "TUN device created");
         let sockets = UdpSocket::bind_group(0, 0, workers)
             .map_err(|e| format!("cannot open a UDP socket: {e}"))?;
         let wakers = (0..workers)
@@ -108,11 +112,17 @@ impl Engine {
             threads: Mutex::new(threads),
             config_lock: Mutex::new(()),
             iface: opts.iface,
+            offloads,
         })
     }
 
     pub fn iface(&self) -> &str {
         &self.iface
+    }
+
+    /// The TUN offloads the kernel granted.
+    pub fn offloads(&self) -> fastwire_io::tun::Offloads {
+        self.offloads
     }
 
     /// Applies one configuration transaction (a UAPI `set=1`, or a config file).

@@ -16,7 +16,13 @@ pub(crate) fn run(shared: Arc<Shared>) {
             let (lock, cv) = &shared.timer_wake;
             let mut woken = lock.lock().unwrap_or_else(|p| p.into_inner());
             while !*woken && !shared.stop.load(Ordering::Relaxed) {
-                match shared.device.next_deadline() {
+                let next = shared.device.next_deadline();
+                shared.device.set_driver_deadline(next);
+                // A timer armed between the computation and the store would be missed: recheck.
+                if shared.device.next_deadline() != next {
+                    continue;
+                }
+                match next {
                     Some(deadline) => {
                         let now = Instant::now();
                         if deadline <= now {
@@ -32,6 +38,8 @@ pub(crate) fn run(shared: Arc<Shared>) {
             }
             *woken = false;
         }
+        // Awake and about to recompute: arming a timer now needs no wake-up.
+        shared.device.set_driver_deadline(Some(Instant::now()));
         if shared.stop.load(Ordering::Relaxed) {
             return;
         }

@@ -1,24 +1,40 @@
-//! A data-plane worker: owns one TUN queue and runs both directions to completion.
+//! A data-plane worker: owns one TUN queue and one UDP socket and runs both directions to completion.
 //!
-//! TUN -> route -> encrypt in place -> UDP, and UDP -> decrypt in place -> source check -> TUN. It sleeps
-//! in poll(2) when idle and never awaits; buffers are allocated once per worker.
+//! Out: one TUN read (a TSO super-packet split into segments, or one packet) -> route -> encrypt each
+//! segment in place -> runs of same-peer, full-size ciphertexts leave in one UDP GSO send.
+//! In: one recvmmsg (each buffer possibly a UDP GRO train of datagrams) -> decrypt in place -> source
+//! check -> one batched TUN write that coalesces TCP segments (GRO). It sleeps in poll(2) when idle and
+//! never awaits; all buffers belong to the worker and are allocated once.
 
 use crate::shared::{Shared, ShutdownReason};
 use crate::stats::{Counter, SendDrop, WorkerStats};
 use fastwire_io::poll::{Ready, wait};
-use fastwire_io::tun::TunQueue;
-use fastwire_io::udp::UdpSocket;
-use fastwire_proto::{DATA_HEADER_LEN, Incoming, TAILROOM};
-use std::io::ErrorKind;
+use fastwire_io::tun::{GroTable, MAX_SEGMENTS, TunQueue, VIRTIO_NET_HDR_LEN};
+use fastwire_io::udp::{MAX_GSO_BYTES, RecvMeta, UdpSocket};
+use fastwire_proto::{DATA_HEADER_LEN, Incoming, Peer, TAILROOM};
+use std::io::{self, ErrorKind, IoSliceMut};
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-/// Packets handled per readiness event before checking the other direction.
-const BATCH: usize = 64;
-/// Largest IP packet a TUN device hands us.
-const MAX_PACKET: usize = 65535;
+/// TUN reads (each up to MAX_SEGMENTS packets) per readiness event before looking at the other side.
+const TUN_READS_PER_WAKE: usize = 8;
+/// recvmmsg calls per readiness event.
+const UDP_READS_PER_WAKE: usize = 8;
+/// Buffers per recvmmsg; each holds a GRO train of up to 64 datagrams.
+const RX_BUFFERS: usize = 16;
+const RX_BUFFER_LEN: usize = 65_535;
+/// Largest IP packet a TUN device hands us (and GRO may build).
+const MAX_PACKET: usize = 65_535;
+/// How often a worker re-reads the interface MTU (the user may change it with `ip link set mtu`).
+const MTU_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+const _: () = assert!(
+    DATA_HEADER_LEN >= VIRTIO_NET_HDR_LEN,
+    "headroom must fit the virtio header"
+);
 
 pub(crate) struct Worker {
     pub index: usize,
@@ -27,10 +43,61 @@ pub(crate) struct Worker {
     pub stats: Arc<WorkerStats>,
 }
 
+/// Outgoing side: segments land at a fixed stride in one arena, so full-size ciphertexts are contiguous
+/// and a run of them is a ready-made GSO payload.
+struct TxBuffers {
+    arena: Vec<u8>,
+    stride: usize,
+    scratch: Vec<u8>,
+    sizes: [usize; MAX_SEGMENTS],
+}
+
+impl TxBuffers {
+    fn new(mtu: usize) -> Self {
+        let stride = DATA_HEADER_LEN + mtu + TAILROOM;
+        Self {
+            arena: vec![0; stride * MAX_SEGMENTS],
+            stride,
+            scratch: vec![0; VIRTIO_NET_HDR_LEN + MAX_PACKET],
+            sizes: [0; MAX_SEGMENTS],
+        }
+    }
+}
+
+/// Incoming side: recvmmsg buffers, and the per-packet buffers the TUN GRO table coalesces into.
+struct RxBuffers {
+    arena: Vec<u8>,
+    meta: [RecvMeta; RX_BUFFERS],
+    to_tun: Vec<Vec<u8>>,
+    pending: usize,
+    gro: GroTable,
+}
+
+/// Consecutive ciphertexts for one peer and endpoint, all `stride` long except perhaps the last.
+struct Run {
+    peer: Arc<Peer>,
+    endpoint: SocketAddr,
+    start: usize,
+    count: usize,
+    last_len: usize,
+}
+
 impl Worker {
     pub fn run(self) {
-        let mut buf = vec![0u8; DATA_HEADER_LEN + MAX_PACKET + TAILROOM];
+        let mut mtu = self.shared.mtu();
+        let mut tx = TxBuffers::new(mtu);
+        let mut rx = RxBuffers {
+            arena: vec![0; RX_BUFFERS * RX_BUFFER_LEN],
+            meta: [RecvMeta::default(); RX_BUFFERS],
+            to_tun: (0..MAX_SEGMENTS)
+                .map(|_| Vec::with_capacity(DATA_HEADER_LEN + MAX_PACKET))
+                .collect(),
+            pending: 0,
+            gro: GroTable::new(),
+        };
+        let mut scratch = vec![0u8; DATA_HEADER_LEN + MAX_PACKET + TAILROOM];
         let mut reply = [0u8; 256];
+        let mut mtu_checked = Instant::now();
         let waker = &self.shared.worker_wakers[self.index];
         let mut ready = [Ready::default(); 3];
         while !self.shared.stop.load(Ordering::Relaxed) {
@@ -49,15 +116,25 @@ impl Worker {
             if ready[1].readable {
                 waker.drain();
             }
+            if mtu_checked.elapsed() >= MTU_CHECK_INTERVAL {
+                mtu_checked = Instant::now();
+                if let Ok(current) = self.tun.mtu().map(usize::from)
+                    && current != mtu
+                {
+                    mtu = current;
+                    self.shared.mtu.store(mtu, Ordering::Relaxed);
+                    tx = TxBuffers::new(mtu);
+                }
+            }
             let Some(socket) = socket else {
                 // No socket (being rebound): packets from the TUN device have nowhere to go yet.
                 continue;
             };
-            if ready[0].readable && !self.handle_tun(&socket, &mut buf) {
+            if ready[0].readable && !self.handle_tun(&socket, &mut tx, &mut scratch) {
                 return;
             }
-            if ready[2].readable {
-                self.handle_udp(&socket, &mut buf, &mut reply);
+            if ready[2].readable && !self.handle_udp(&socket, &mut rx, &mut scratch, &mut reply) {
+                return;
             }
             if self.shared.device.take_timers_dirty() {
                 self.shared.wake_timer();
@@ -65,81 +142,219 @@ impl Worker {
         }
     }
 
-    /// Reads up to a batch from the TUN queue; false when the interface is gone.
-    fn handle_tun(&self, socket: &UdpSocket, buf: &mut [u8]) -> bool {
+    /// A failed system call on the TUN queue that means the interface is gone (vs. a bad packet).
+    fn tun_gone(&self, e: &io::Error) -> bool {
+        let gone = matches!(
+            e.raw_os_error(),
+            Some(libc_errno::EBADFD) | Some(libc_errno::EIO) | Some(libc_errno::ENODEV)
+        );
+        if gone {
+            self.shared
+                .request_shutdown(ShutdownReason::InterfaceRemoved);
+        }
+        gone
+    }
+
+    /// Reads from the TUN queue, encrypts and sends; false when the interface is gone.
+    fn handle_tun(&self, socket: &UdpSocket, tx: &mut TxBuffers, scratch: &mut [u8]) -> bool {
         let now = Instant::now();
-        let shared = &self.shared;
-        for _ in 0..BATCH {
-            let n = match self
-                .tun
-                .recv(&mut buf[DATA_HEADER_LEN..DATA_HEADER_LEN + MAX_PACKET])
-            {
-                Ok(n) => n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    // EBADFD/EIO: the interface was deleted under us.
-                    shared.request_shutdown(ShutdownReason::InterfaceRemoved);
-                    return false;
+        let mtu = self.shared.mtu();
+        let max_segments = socket
+            .max_gso_segments()
+            .clamp(1, MAX_GSO_BYTES / tx.stride);
+        for _ in 0..TUN_READS_PER_WAKE {
+            let n = {
+                let mut chunks = tx.arena.chunks_exact_mut(tx.stride);
+                let mut views: [&mut [u8]; MAX_SEGMENTS] =
+                    std::array::from_fn(|_| chunks.next().unwrap_or_default());
+                match self.tun.recv_batch(
+                    &mut tx.scratch,
+                    &mut views,
+                    &mut tx.sizes,
+                    DATA_HEADER_LEN,
+                ) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        if self.tun_gone(&e) {
+                            return false;
+                        }
+                        self.stats.send_drop(SendDrop::NotIp, 1);
+                        continue;
+                    }
                 }
             };
-            let packet = &buf[DATA_HEADER_LEN..DATA_HEADER_LEN + n];
-            if !matches!(packet.first().map(|b| b >> 4), Some(4) | Some(6)) {
-                self.stats.send_drop(SendDrop::NotIp, 1);
-                continue;
+            let mut run: Option<Run> = None;
+            for i in 0..n {
+                let len = tx.sizes[i];
+                let slot = &mut tx.arena[i * tx.stride..(i + 1) * tx.stride];
+                let packet = &slot[DATA_HEADER_LEN..DATA_HEADER_LEN + len];
+                if !matches!(packet.first().map(|b| b >> 4), Some(4) | Some(6)) {
+                    self.stats.send_drop(SendDrop::NotIp, 1);
+                    continue;
+                }
+                let Some(peer) = self.shared.device.route(packet) else {
+                    self.stats.send_drop(SendDrop::NoRoute, 1);
+                    continue;
+                };
+                match self.shared.device.seal(&peer, slot, len, mtu, now) {
+                    Ok(sealed) => {
+                        if sealed.rekey {
+                            self.shared.initiate(socket, &peer, false, now, &self.stats);
+                        }
+                        let extends = run.as_ref().is_some_and(|r| {
+                            Arc::ptr_eq(&r.peer, &peer)
+                                && r.endpoint == sealed.endpoint
+                                && r.start + r.count == i
+                                && r.last_len == tx.stride
+                                && r.count < max_segments
+                        });
+                        if extends {
+                            if let Some(r) = run.as_mut() {
+                                r.count += 1;
+                                r.last_len = sealed.len;
+                            }
+                        } else {
+                            if let Some(r) = run.take() {
+                                self.send_run(socket, &tx.arena, tx.stride, &r);
+                            }
+                            run = Some(Run {
+                                peer,
+                                endpoint: sealed.endpoint,
+                                start: i,
+                                count: 1,
+                                last_len: sealed.len,
+                            });
+                        }
+                    }
+                    Err(_) => {
+                        // No session or endpoint: the single-packet path stages it and starts a handshake.
+                        let copy = &mut scratch[..DATA_HEADER_LEN + len + TAILROOM];
+                        copy[DATA_HEADER_LEN..DATA_HEADER_LEN + len]
+                            .copy_from_slice(&slot[DATA_HEADER_LEN..DATA_HEADER_LEN + len]);
+                        self.shared
+                            .seal_and_send(socket, &peer, copy, len, now, &self.stats);
+                    }
+                }
             }
-            let Some(peer) = shared.device.route(packet) else {
-                self.stats.send_drop(SendDrop::NoRoute, 1);
-                continue;
-            };
-            shared.seal_and_send(socket, &peer, buf, n, now, &self.stats);
+            if let Some(r) = run.take() {
+                self.send_run(socket, &tx.arena, tx.stride, &r);
+            }
         }
         true
     }
 
-    fn handle_udp(&self, socket: &UdpSocket, buf: &mut [u8], reply: &mut [u8]) {
-        let now = Instant::now();
-        let shared = &self.shared;
-        for _ in 0..BATCH {
-            let (n, src) = match socket.recv_from(buf) {
-                Ok(r) => r,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                // ICMP errors from earlier sends surface here (ECONNREFUSED...): not fatal.
-                Err(_) => continue,
-            };
-            match shared
-                .device
-                .handle_incoming(src, &mut buf[..n], now, reply)
-            {
-                Incoming::Data { peer, len, rekey } => {
-                    self.stats.count(Counter::RxPackets, 1);
-                    if self
-                        .tun
-                        .send(&buf[DATA_HEADER_LEN..DATA_HEADER_LEN + len])
-                        .is_err()
-                    {
-                        self.stats.count(Counter::TunWriteFailed, 1);
-                    }
-                    if rekey {
-                        shared.initiate(socket, &peer, false, now, &self.stats);
-                    }
-                }
-                Incoming::Keepalive { .. } | Incoming::CookieAccepted => {}
-                Incoming::Reply { len } => {
-                    if len == fastwire_proto::messages::COOKIE_REPLY_LEN {
-                        self.stats.count(Counter::CookieRepliesSent, 1);
-                        self.stats.recv_drop(fastwire_proto::RecvDrop::CookieSent);
-                    }
-                    if socket.send_to(&reply[..len], src).is_err() {
-                        self.stats.send_drop(SendDrop::SendFailed, 1);
-                    }
-                }
-                Incoming::HandshakeComplete { peer } => {
-                    shared.flush_staged(socket, &peer, buf, now, &self.stats)
-                }
-                Incoming::Dropped(reason) => self.stats.recv_drop(reason),
-            }
+    fn send_run(&self, socket: &UdpSocket, arena: &[u8], stride: usize, run: &Run) {
+        let start = run.start * stride;
+        let end = start + (run.count - 1) * stride + run.last_len;
+        match socket.send_segments(&arena[start..end], stride, run.endpoint) {
+            Ok(()) => self.stats.count(Counter::TxPackets, run.count as u64),
+            Err(_) => self.stats.send_drop(SendDrop::SendFailed, run.count as u64),
         }
     }
+
+    /// Receives, decrypts and writes to the TUN queue; false when the interface is gone.
+    fn handle_udp(
+        &self,
+        socket: &UdpSocket,
+        rx: &mut RxBuffers,
+        scratch: &mut [u8],
+        reply: &mut [u8],
+    ) -> bool {
+        let now = Instant::now();
+        for _ in 0..UDP_READS_PER_WAKE {
+            let n = {
+                let mut chunks = rx.arena.chunks_exact_mut(RX_BUFFER_LEN);
+                let mut iovs: [IoSliceMut<'_>; RX_BUFFERS] =
+                    std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
+                match socket.recv_batch(&mut iovs, &mut rx.meta) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    // ICMP errors from earlier sends surface here (ECONNREFUSED...): not fatal.
+                    Err(_) => continue,
+                }
+            };
+            for b in 0..n {
+                let meta = rx.meta[b];
+                let stride = meta.stride.max(1);
+                let len = meta.len.min(RX_BUFFER_LEN);
+                let base = b * RX_BUFFER_LEN;
+                let mut offset = 0;
+                while offset < len {
+                    let seg_len = stride.min(len - offset);
+                    let datagram = &mut rx.arena[base + offset..base + offset + seg_len];
+                    offset += seg_len;
+                    let incoming = self
+                        .shared
+                        .device
+                        .handle_incoming(meta.addr, datagram, now, reply);
+                    match incoming {
+                        Incoming::Data { peer, len, rekey } => {
+                            self.stats.count(Counter::RxPackets, 1);
+                            let out = &mut rx.to_tun[rx.pending];
+                            out.clear();
+                            out.extend_from_slice(&[0u8; DATA_HEADER_LEN]);
+                            out.extend_from_slice(
+                                &datagram[DATA_HEADER_LEN..DATA_HEADER_LEN + len],
+                            );
+                            rx.pending += 1;
+                            if rx.pending == rx.to_tun.len() && !self.flush_to_tun(rx) {
+                                return false;
+                            }
+                            if rekey {
+                                self.shared.initiate(socket, &peer, false, now, &self.stats);
+                            }
+                        }
+                        Incoming::Keepalive { .. } | Incoming::CookieAccepted => {}
+                        Incoming::Reply { len } => {
+                            if len == fastwire_proto::messages::COOKIE_REPLY_LEN {
+                                self.stats.count(Counter::CookieRepliesSent, 1);
+                                self.stats.recv_drop(fastwire_proto::RecvDrop::CookieSent);
+                            }
+                            if socket.send_to(&reply[..len], meta.addr).is_err() {
+                                self.stats.send_drop(SendDrop::SendFailed, 1);
+                            }
+                        }
+                        Incoming::HandshakeComplete { peer } => {
+                            self.shared
+                                .flush_staged(socket, &peer, scratch, now, &self.stats)
+                        }
+                        Incoming::Dropped(reason) => self.stats.recv_drop(reason),
+                    }
+                }
+            }
+            if !self.flush_to_tun(rx) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Writes the decrypted packets to the TUN queue in one batch (coalesced when offloads are on).
+    fn flush_to_tun(&self, rx: &mut RxBuffers) -> bool {
+        if rx.pending == 0 {
+            return true;
+        }
+        let n = rx.pending;
+        rx.pending = 0;
+        if let Err(e) = self
+            .tun
+            .send_batch(&mut rx.gro, &mut rx.to_tun[..n], DATA_HEADER_LEN)
+        {
+            if self.tun_gone(&e) {
+                return false;
+            }
+            self.stats.count(Counter::TunWriteFailed, 1);
+        }
+        true
+    }
+}
+
+/// The errno values that mean a TUN queue is dead, without a libc dependency in this crate.
+mod libc_errno {
+    pub const EIO: i32 = 5;
+    pub const ENODEV: i32 = 19;
+    pub const EBADFD: i32 = 77;
 }

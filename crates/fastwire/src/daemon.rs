@@ -18,6 +18,20 @@ pub struct DaemonOptions {
 /// wireguard-go's default MTU.
 pub const DEFAULT_MTU: u16 = 1420;
 
+/// Whether to ask the kernel for TUN offloads (`--no-offload` or `FASTWIRE_OFFLOAD=0` turn them off).
+static OFFLOAD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Called once from `main` with the command line's choice; the environment can also turn it off.
+pub fn set_offload(enabled: bool) {
+    let env_off = std::env::var("FASTWIRE_OFFLOAD")
+        .is_ok_and(|v| matches!(v.as_str(), "0" | "off" | "false"));
+    OFFLOAD.store(enabled && !env_off, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn offload_enabled() -> bool {
+    OFFLOAD.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Why a running device stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ShutdownReason {
@@ -64,6 +78,7 @@ impl Daemon {
             iface: opts.iface.clone(),
             workers: opts.workers.unwrap_or(0),
             mtu: opts.mtu,
+            offload: offload_enabled(),
         })?);
         let uapi = match uapi::serve(&opts.iface, Arc::new(Handler(engine.clone()))) {
             Ok(s) => s,
@@ -152,6 +167,9 @@ fn spawn_background(iface: &str, workers: Option<usize>) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find my own executable: {e}"))?;
     let mut cmd = Command::new(exe);
     cmd.arg("-f");
+    if !offload_enabled() {
+        cmd.arg("--no-offload");
+    }
     if let Some(n) = workers {
         cmd.arg("--workers").arg(n.to_string());
     }

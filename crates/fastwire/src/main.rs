@@ -35,6 +35,10 @@ struct Cli {
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
 
+    /// Do not use TUN offloads (TSO/GRO), even where the kernel has them. Also: FASTWIRE_OFFLOAD=0.
+    #[arg(long, global = true)]
+    no_offload: bool,
+
     /// Interface to create (wireguard-go calling convention).
     #[arg(value_name = "IFACE")]
     iface: Option<String>,
@@ -97,6 +101,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    daemon::set_offload(!cli.no_offload);
     let result = match (cli.command, cli.iface) {
         (Some(command), _) => run_command(command),
         (None, Some(iface)) => daemon::run_wireguard_go_style(&iface, cli.foreground, cli.workers),

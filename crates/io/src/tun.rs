@@ -4,9 +4,23 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use tun_rs::{DeviceBuilder, SyncDevice};
 
+pub use tun_rs::{ExpandBuffer, GROTable as GroTable, VIRTIO_NET_HDR_LEN};
+
+/// Most segments one TUN read can split into (a 64 KiB TSO super-packet of small segments).
+pub const MAX_SEGMENTS: usize = tun_rs::IDEAL_BATCH_SIZE;
+
 /// One queue of a (possibly multi-queue) TUN device, non-blocking.
 pub struct TunQueue {
     dev: SyncDevice,
+}
+
+/// What the kernel gave us for a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offloads {
+    /// IFF_VNET_HDR with TSO4/TSO6: reads may be TCP super-packets, writes may be coalesced.
+    pub tcp: bool,
+    /// USO4/USO6 as well (kernel 6.2+).
+    pub udp: bool,
 }
 
 /// Why the TUN device could not be created, in words a user can act on.
@@ -26,21 +40,45 @@ pub fn explain_create_error(name: &str, err: &io::Error) -> String {
 }
 
 impl TunQueue {
-    /// Creates the interface `name` with `queues` queues. Refuses a name that is already taken, since
-    /// attaching to someone else's multi-queue TUN would silently share its traffic.
-    pub fn create(name: &str, queues: usize, mtu: u16) -> Result<Vec<TunQueue>, String> {
+    /// Creates the interface `name` with `queues` queues, with TUN offloads when `offload` is asked for
+    /// and the kernel has them (falling back to plain packets otherwise). Refuses a name that is already
+    /// taken, since attaching to someone else's multi-queue TUN would silently share its traffic.
+    pub fn create(
+        name: &str,
+        queues: usize,
+        mtu: u16,
+        offload: bool,
+    ) -> Result<(Vec<TunQueue>, Offloads), String> {
         if crate::sys::interface_exists(name) {
             return Err(format!(
                 "interface {name} already exists — pick another name or delete it (`ip link delete {name}`)"
             ));
         }
-        let first = DeviceBuilder::new()
-            .name(name)
-            .mtu(mtu)
-            .multi_queue(true)
-            .enable(false)
-            .build_sync()
-            .map_err(|e| explain_create_error(name, &e))?;
+        let build = |offload: bool| {
+            DeviceBuilder::new()
+                .name(name)
+                .mtu(mtu)
+                .multi_queue(true)
+                .offload(offload)
+                .enable(false)
+                .build_sync()
+        };
+        let first = match build(offload) {
+            Ok(dev) => dev,
+            // An old kernel without IFF_VNET_HDR/TUNSETOFFLOAD support: plain packets still work.
+            Err(e)
+                if offload
+                    && e.raw_os_error() == Some(libc::EINVAL)
+                    && !crate::sys::interface_exists(name) =>
+            {
+                build(false).map_err(|e| explain_create_error(name, &e))?
+            }
+            Err(e) => return Err(explain_create_error(name, &e)),
+        };
+        let offloads = Offloads {
+            tcp: first.tcp_gso(),
+            udp: first.udp_gso(),
+        };
         let mut out = Vec::with_capacity(queues.max(1));
         for _ in 1..queues.max(1) {
             let q = first
@@ -49,13 +87,39 @@ impl TunQueue {
             out.push(q);
         }
         out.insert(0, first);
-        out.into_iter()
+        let queues = out
+            .into_iter()
             .map(|dev| {
                 dev.set_nonblocking(true)
                     .map_err(|e| format!("cannot make {name} non-blocking: {e}"))?;
                 Ok(TunQueue { dev })
             })
-            .collect()
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok((queues, offloads))
+    }
+
+    /// Reads one packet, or one TSO/USO super-packet split into segments: segment `i` lands at
+    /// `bufs[i][offset..offset + sizes[i]]`. `scratch` must hold `VIRTIO_NET_HDR_LEN + 65535` bytes.
+    /// Returns the number of segments; `WouldBlock` when nothing is waiting.
+    pub fn recv_batch(
+        &self,
+        scratch: &mut [u8],
+        bufs: &mut [&mut [u8]],
+        sizes: &mut [usize],
+        offset: usize,
+    ) -> io::Result<usize> {
+        self.dev.recv_multiple(scratch, bufs, sizes, offset)
+    }
+
+    /// Writes packets (each at `bufs[i][offset..]`, `offset >= VIRTIO_NET_HDR_LEN`), coalescing TCP/UDP
+    /// segments of one flow into super-packets with `gro` when offloads are on.
+    pub fn send_batch(
+        &self,
+        gro: &mut GroTable,
+        bufs: &mut [Vec<u8>],
+        offset: usize,
+    ) -> io::Result<usize> {
+        self.dev.send_multiple(gro, bufs, offset)
     }
 
     /// Reads one packet; `WouldBlock` when none is waiting.

@@ -1,7 +1,10 @@
-//! UDP sockets for the data plane: one dual-stack socket per device, options through socket2.
+//! UDP sockets for the data plane: a group of dual-stack sockets sharing one port (SO_REUSEPORT), with
+//! batched receive (recvmmsg + UDP GRO) and segmented send (UDP GSO) through quinn-udp, options through
+//! socket2.
 
+use quinn_udp::{Transmit, UdpSockRef, UdpSocketState};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-use std::io;
+use std::io::{self, IoSliceMut};
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 #[cfg(unix)]
 use std::os::fd::{AsRawFd, RawFd};
@@ -9,11 +12,17 @@ use std::os::fd::{AsRawFd, RawFd};
 /// Socket buffer size: enough for bursts at multi-Gbit/s without building a queue that adds latency.
 const SOCKET_BUFFER_BYTES: usize = 4 << 20;
 
+pub use quinn_udp::RecvMeta;
+
 pub struct UdpSocket {
     socket: std::net::UdpSocket,
+    state: UdpSocketState,
     dual_stack: bool,
     port: u16,
 }
+
+/// Largest payload one GSO send may carry (the IP length field bounds the whole super-datagram).
+pub const MAX_GSO_BYTES: usize = 65_000;
 
 /// Turns an IPv4-mapped IPv6 address (as a dual-stack socket reports IPv4 peers) back into IPv4.
 pub fn canonical(addr: SocketAddr) -> SocketAddr {
@@ -83,9 +92,12 @@ impl UdpSocket {
         let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
         socket.set_nonblocking(true)?;
         let socket: std::net::UdpSocket = socket.into();
+        let state = UdpSocketState::new(UdpSockRef::from(&socket))?;
+        allow_fragmentation(&socket, dual_stack);
         let port = socket.local_addr()?.port();
         let s = Self {
             socket,
+            state,
             dual_stack,
             port,
         };
@@ -117,13 +129,74 @@ impl UdpSocket {
     }
 
     pub fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
-        let to = match to {
+        self.socket.send_to(buf, self.native(to))
+    }
+
+    /// The address form this socket's family wants (IPv4 peers as v4-mapped on a dual-stack socket).
+    fn native(&self, to: SocketAddr) -> SocketAddr {
+        match to {
             SocketAddr::V4(a) if self.dual_stack => {
                 SocketAddr::V6(SocketAddrV6::new(a.ip().to_ipv6_mapped(), a.port(), 0, 0))
             }
             other => other,
+        }
+    }
+
+    /// Datagrams one GSO send may carry on this socket (1 when the kernel lacks UDP GSO).
+    pub fn max_gso_segments(&self) -> usize {
+        self.state.max_gso_segments()
+    }
+
+    /// Sends `contents` as datagrams of `segment_size` bytes (the last may be shorter) to one destination
+    /// with a single system call (UDP GSO). Falls back to one send per datagram if the kernel refuses GSO.
+    pub fn send_segments(
+        &self,
+        contents: &[u8],
+        segment_size: usize,
+        to: SocketAddr,
+    ) -> io::Result<()> {
+        let destination = self.native(to);
+        let segmented = contents.len() > segment_size;
+        let transmit = Transmit {
+            destination,
+            ecn: None,
+            contents,
+            segment_size: segmented.then_some(segment_size),
+            src_ip: None,
         };
-        self.socket.send_to(buf, to)
+        match self
+            .state
+            .try_send(UdpSockRef::from(&self.socket), &transmit)
+        {
+            Err(e) if segmented && e.kind() != io::ErrorKind::WouldBlock => {
+                for datagram in contents.chunks(segment_size) {
+                    self.socket.send_to(datagram, destination)?;
+                }
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// Receives a batch (recvmmsg); with UDP GRO one buffer may hold several datagrams of `meta.stride`
+    /// bytes each. Source addresses are canonical. `WouldBlock` when nothing is waiting.
+    pub fn recv_batch(
+        &self,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> io::Result<usize> {
+        let n = self
+            .state
+            .recv(UdpSockRef::from(&self.socket), bufs, meta)?;
+        for m in &mut meta[..n] {
+            m.addr = canonical(m.addr);
+        }
+        Ok(n)
+    }
+
+    /// How many datagrams the kernel may coalesce into one received buffer.
+    pub fn gro_segments(&self) -> usize {
+        self.state.gro_segments()
     }
 }
 
@@ -133,3 +206,38 @@ impl AsRawFd for UdpSocket {
         self.socket.as_raw_fd()
     }
 }
+
+/// quinn-udp sets "don't fragment" for QUIC's path-MTU probing; a WireGuard tunnel lets the kernel
+/// fragment oversized outer packets instead (as kernel WireGuard does), so a path with a small MTU keeps
+/// working rather than black-holing full-size packets.
+#[cfg(target_os = "linux")]
+fn allow_fragmentation(socket: &std::net::UdpSocket, dual_stack: bool) {
+    let set = |level, name, value: libc::c_int| {
+        let fd = socket.as_raw_fd();
+        // SAFETY: `fd` is a live socket we own; the option value points to a c_int that outlives the call.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                (&value as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as _,
+            );
+        }
+    };
+    set(
+        libc::IPPROTO_IP,
+        libc::IP_MTU_DISCOVER,
+        libc::IP_PMTUDISC_DONT,
+    );
+    if dual_stack {
+        set(
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_DONT,
+        );
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn allow_fragmentation(_socket: &std::net::UdpSocket, _dual_stack: bool) {}

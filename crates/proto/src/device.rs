@@ -209,6 +209,8 @@ pub struct Device {
     index_lock: Mutex<()>,
     load: LoadMeter,
     timers_dirty: AtomicBool,
+    /// When the timer driver will next wake by itself (0 = it is awake and will recompute).
+    driver_deadline: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -232,6 +234,7 @@ impl Device {
                 threshold: AtomicU32::new(DEFAULT_UNDER_LOAD_THRESHOLD),
             },
             timers_dirty: AtomicBool::new(false),
+            driver_deadline: AtomicU64::new(0),
         }
     }
 
@@ -381,13 +384,22 @@ impl Device {
 
     // ----- timers -----
 
-    /// True once after any timer went from idle to armed: the timer driver may need to wake early.
+    /// True once after a timer was armed earlier than the driver's own wake-up: wake the driver.
     pub fn take_timers_dirty(&self) -> bool {
         self.timers_dirty.load(Ordering::Relaxed) && self.timers_dirty.swap(false, Ordering::AcqRel)
     }
 
-    fn arm(&self, fresh: bool) {
-        if fresh {
+    /// The timer driver says when it will wake by itself (`None`: not until woken). While it is awake
+    /// and about to recompute, it passes `Some(now)`-or-earlier, so arming never flags it.
+    pub fn set_driver_deadline(&self, deadline: Option<Instant>) {
+        let at = deadline.map_or(u64::MAX, |d| self.clock.to_nanos(d));
+        self.driver_deadline.store(at, Ordering::SeqCst);
+    }
+
+    /// A timer went from idle to `at`: flag the driver only if it would otherwise sleep past it, so
+    /// traffic that arms and disarms keepalive timers in every batch does not wake it every batch.
+    fn arm(&self, fresh: bool, at: u64) {
+        if fresh && at < self.driver_deadline.load(Ordering::SeqCst) {
             self.timers_dirty.store(true, Ordering::Release);
         }
     }
@@ -418,10 +430,9 @@ impl Device {
                 drop(hs);
                 timers.send_keepalive.disarm();
                 ev.gave_up = true;
-                let fresh = timers
-                    .zero_key_material
-                    .arm_if_idle(self.at(now, REJECT_AFTER_TIME * 3));
-                self.arm(fresh);
+                let at = self.at(now, REJECT_AFTER_TIME * 3);
+                let fresh = timers.zero_key_material.arm_if_idle(at);
+                self.arm(fresh, at);
             } else {
                 hs.attempts += 1;
                 ev.send_initiation = true;
@@ -455,21 +466,18 @@ impl Device {
             peer.timers.persistent_keepalive.disarm();
         } else {
             // Due now: the timer driver must wake whatever it was waiting for.
-            peer.timers
-                .persistent_keepalive
-                .set(self.clock.to_nanos(now));
-            self.arm(true);
+            let at = self.clock.to_nanos(now);
+            peer.timers.persistent_keepalive.set(at);
+            self.arm(true, at);
         }
     }
 
     fn on_authenticated_traversal(&self, peer: &Peer, now: Instant) {
         let secs = peer.persistent_keepalive();
         if secs > 0 {
-            let fresh = peer
-                .timers
-                .persistent_keepalive
-                .set(self.at(now, Duration::from_secs(secs.into())));
-            self.arm(fresh);
+            let at = self.at(now, Duration::from_secs(secs.into()));
+            let fresh = peer.timers.persistent_keepalive.set(at);
+            self.arm(fresh, at);
         }
     }
 
@@ -484,10 +492,9 @@ impl Device {
     }
 
     fn on_session_derived(&self, peer: &Peer, now: Instant) {
-        peer.timers
-            .zero_key_material
-            .set(self.at(now, REJECT_AFTER_TIME * 3));
-        self.arm(true);
+        let at = self.at(now, REJECT_AFTER_TIME * 3);
+        peer.timers.zero_key_material.set(at);
+        self.arm(true, at);
     }
 
     fn on_handshake_complete(&self, peer: &Peer, now: Instant) {
@@ -641,11 +648,9 @@ impl Device {
                 m.remove(&i);
             });
         }
-        let fresh = peer
-            .timers
-            .retransmit_handshake
-            .set(self.at(now, REKEY_TIMEOUT + jitter()));
-        self.arm(fresh);
+        let at = self.at(now, REKEY_TIMEOUT + jitter());
+        let fresh = peer.timers.retransmit_handshake.set(at);
+        self.arm(fresh, at);
         self.on_authenticated_sent(peer, now);
         Some(INITIATION_LEN)
     }
@@ -856,13 +861,12 @@ impl Device {
         if !owner.is_some_and(|o| Arc::ptr_eq(&o.0, &peer)) {
             return Incoming::Dropped(RecvDrop::DisallowedSource);
         }
-        let fresh = peer
-            .timers
-            .send_keepalive
-            .arm_if_idle(self.at(now, KEEPALIVE_TIMEOUT));
-        if fresh {
-            self.arm(true);
-        } else {
+        let keepalive = &peer.timers.send_keepalive;
+        if keepalive.get().is_none() {
+            let at = self.at(now, KEEPALIVE_TIMEOUT);
+            let fresh = keepalive.arm_if_idle(at);
+            self.arm(fresh, at);
+        } else if !peer.timers.keepalive_again.load(Ordering::Relaxed) {
             peer.timers.keepalive_again.store(true, Ordering::Relaxed);
         }
         Incoming::Data { peer, len, rekey }
@@ -890,12 +894,11 @@ impl Device {
         let rekey = keypair.we_initiated
             && (keypair.sent() >= REKEY_AFTER_MESSAGES || keypair.age(now) >= REKEY_AFTER_TIME);
         peer.tx_bytes.fetch_add(total as u64, Ordering::Relaxed);
-        if len > 0 {
-            let fresh = peer
-                .timers
-                .new_handshake
-                .arm_if_idle(self.at(now, KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + jitter()));
-            self.arm(fresh);
+        // The jitter costs a getrandom call: only pay it when the timer actually gets armed.
+        if len > 0 && peer.timers.new_handshake.get().is_none() {
+            let at = self.at(now, KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + jitter());
+            let fresh = peer.timers.new_handshake.arm_if_idle(at);
+            self.arm(fresh, at);
         }
         self.on_authenticated_sent(peer, now);
         Ok(Sealed {

@@ -56,12 +56,19 @@ fn wall() -> Duration {
         .unwrap()
 }
 
+/// Wall-clock time that advances with the simulated `now`, so TAI64N timestamps grow with it.
+fn wall_at(now: Instant) -> Duration {
+    static START: std::sync::OnceLock<(Instant, Duration)> = std::sync::OnceLock::new();
+    let (t0, w0) = *START.get_or_init(|| (Instant::now() - Duration::from_secs(3600), wall()));
+    w0 + now.saturating_duration_since(t0)
+}
+
 /// A handshake from `i` to `r`, then the confirming keepalive; returns nothing, panics on failure.
 fn handshake(i: &Side, r: &Side, now: Instant) {
     let mut init = [0u8; INITIATION_LEN];
     let n = i
         .dev
-        .create_initiation(&i.peer, now, wall(), false, &mut init)
+        .create_initiation(&i.peer, now, wall_at(now), false, &mut init)
         .expect("initiation");
     let mut reply = [0u8; 256];
     let len = match r
