@@ -182,10 +182,9 @@ fn spawn_background(iface: &str, workers: Option<usize>) -> Result<(), String> {
         .map_err(|e| format!("cannot start the daemon: {e}"))?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!(
-                "the daemon for {iface} exited during start-up ({status})"
-            ));
+        if let Ok(Some(_)) = child.try_wait() {
+            // The daemon shares our stderr and has already said why in one line; do not add another.
+            return Err(String::new());
         }
         if uapi::client::request(iface, "get=1\n\n").is_ok() {
             return Ok(());

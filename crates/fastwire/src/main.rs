@@ -114,7 +114,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("fastwire: {message}");
+            // An empty message means the error was already reported (by a child process).
+            if !message.is_empty() {
+                eprintln!("fastwire: {message}");
+            }
             ExitCode::FAILURE
         }
     }
