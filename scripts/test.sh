@@ -33,5 +33,5 @@ echo "==> cargo test --workspace --release"
 cargo test --workspace --release || { status=1; echo "==> cargo test FAILED (see above); running the e2e tests anyway"; }
 
 echo "==> tests/e2e/run.sh"
-FASTWIRE="$PWD/target/release/fastwire" tests/e2e/run.sh || status=1
+FASTWIRE="$PWD/target/release/fastwire" bash tests/e2e/run.sh || status=1
 exit "$status"

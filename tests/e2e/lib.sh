@@ -36,6 +36,7 @@ log() {
 	printf '%4d.%03d %s\n' $((us / 1000000)) $((us / 1000 % 1000)) "$*"
 }
 step() { log "== $*"; }
+[[ -n ${E2E_LOG_DIR:-} ]] || log "logs in $LOG_DIR"
 
 now_ms() {
 	local t=${EPOCHREALTIME/./}

@@ -7,14 +7,14 @@
 #   E2E_IMPL=wireguard-go  reference mode: every side runs Debian's wireguard-go, to check the tests themselves;
 #                          checks only fastwire can pass are reported SKIP (never PASS)
 #   IMPL_A=.. IMPL_B=..    force the implementation of side A / side B for every scenario
-#   E2E_TIMEOUT=seconds    limit per scenario (default 240)
+#   E2E_TIMEOUT=seconds    limit per scenario (default 180)
 # Prints one PASS/FAIL/SKIP line per scenario and, last, "N passed, N failed"; exits non-zero if any failed.
 set -uo pipefail
 
 E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$E2E_DIR/../.." && pwd)
 export FASTWIRE=${FASTWIRE:-$ROOT/target/release/fastwire}
-TIMEOUT=${E2E_TIMEOUT:-240}
+TIMEOUT=${E2E_TIMEOUT:-180}
 LOG_ROOT=${E2E_LOG_ROOT:-/tmp/fastwire-e2e-$(date +%Y%m%d-%H%M%S)-$$}
 
 # scenario  side-A  side-B. The matrix covers fastwire against itself and against wireguard-go; scenario 01

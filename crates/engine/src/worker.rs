@@ -19,8 +19,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-/// TUN reads (each up to MAX_SEGMENTS packets) per readiness event before looking at the other side.
-const TUN_READS_PER_WAKE: usize = 8;
+/// Fill-seal-send rounds per readiness event before looking at the other direction.
+const TUN_ROUNDS_PER_WAKE: usize = 4;
+/// TUN reads gathered into one round (small packets arrive one per read).
+const TUN_READS_PER_FILL: usize = 64;
 /// recvmmsg calls per readiness event.
 const UDP_READS_PER_WAKE: usize = 8;
 /// Buffers per recvmmsg; each holds a GRO train of up to 64 datagrams.
@@ -48,6 +50,8 @@ pub(crate) struct Worker {
 struct TxBuffers {
     arena: Vec<u8>,
     stride: usize,
+    /// Where ciphertexts smaller than the stride are gathered back to back for one GSO send.
+    gather: Vec<u8>,
     scratch: Vec<u8>,
     sizes: [usize; MAX_SEGMENTS],
 }
@@ -58,6 +62,7 @@ impl TxBuffers {
         Self {
             arena: vec![0; stride * MAX_SEGMENTS],
             stride,
+            gather: vec![0; MAX_GSO_BYTES],
             scratch: vec![0; VIRTIO_NET_HDR_LEN + MAX_PACKET],
             sizes: [0; MAX_SEGMENTS],
         }
@@ -73,13 +78,18 @@ struct RxBuffers {
     gro: GroTable,
 }
 
-/// Consecutive ciphertexts for one peer and endpoint, all `stride` long except perhaps the last.
+/// Ciphertexts for one peer and endpoint, all `segment` long except perhaps the last: one GSO send.
 struct Run {
     peer: Arc<Peer>,
     endpoint: SocketAddr,
+    /// First arena slot (for runs that are sent in place).
     start: usize,
     count: usize,
+    segment: usize,
     last_len: usize,
+    bytes: usize,
+    /// Full-size segments, contiguous in the arena; otherwise gathered into `TxBuffers::gather`.
+    in_place: bool,
 }
 
 impl Worker {
@@ -156,99 +166,146 @@ impl Worker {
     }
 
     /// Reads from the TUN queue, encrypts and sends; false when the interface is gone.
+    ///
+    /// Each round first fills the arena (one TSO super-packet, or up to [`TUN_READS_PER_FILL`] single
+    /// packets), then seals everything and sends same-peer runs with one GSO send each.
     fn handle_tun(&self, socket: &UdpSocket, tx: &mut TxBuffers, scratch: &mut [u8]) -> bool {
         let now = Instant::now();
-        let mtu = self.shared.mtu();
-        let max_segments = socket
-            .max_gso_segments()
-            .clamp(1, MAX_GSO_BYTES / tx.stride);
-        for _ in 0..TUN_READS_PER_WAKE {
-            let n = {
-                let mut chunks = tx.arena.chunks_exact_mut(tx.stride);
-                let mut views: [&mut [u8]; MAX_SEGMENTS] =
-                    std::array::from_fn(|_| chunks.next().unwrap_or_default());
-                match self.tun.recv_batch(
-                    &mut tx.scratch,
-                    &mut views,
-                    &mut tx.sizes,
-                    DATA_HEADER_LEN,
-                ) {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        if self.tun_gone(&e) {
-                            return false;
-                        }
-                        self.stats.send_drop(SendDrop::NotIp, 1);
-                        continue;
-                    }
-                }
+        for _ in 0..TUN_ROUNDS_PER_WAKE {
+            let (filled, drained) = match self.fill_from_tun(tx) {
+                Some(r) => r,
+                None => return false,
             };
-            let mut run: Option<Run> = None;
-            for i in 0..n {
-                let len = tx.sizes[i];
-                let slot = &mut tx.arena[i * tx.stride..(i + 1) * tx.stride];
-                let packet = &slot[DATA_HEADER_LEN..DATA_HEADER_LEN + len];
-                if !matches!(packet.first().map(|b| b >> 4), Some(4) | Some(6)) {
-                    self.stats.send_drop(SendDrop::NotIp, 1);
-                    continue;
-                }
-                let Some(peer) = self.shared.device.route(packet) else {
-                    self.stats.send_drop(SendDrop::NoRoute, 1);
-                    continue;
-                };
-                match self.shared.device.seal(&peer, slot, len, mtu, now) {
-                    Ok(sealed) => {
-                        if sealed.rekey {
-                            self.shared.initiate(socket, &peer, false, now, &self.stats);
-                        }
-                        let extends = run.as_ref().is_some_and(|r| {
-                            Arc::ptr_eq(&r.peer, &peer)
-                                && r.endpoint == sealed.endpoint
-                                && r.start + r.count == i
-                                && r.last_len == tx.stride
-                                && r.count < max_segments
-                        });
-                        if extends {
-                            if let Some(r) = run.as_mut() {
-                                r.count += 1;
-                                r.last_len = sealed.len;
-                            }
-                        } else {
-                            if let Some(r) = run.take() {
-                                self.send_run(socket, &tx.arena, tx.stride, &r);
-                            }
-                            run = Some(Run {
-                                peer,
-                                endpoint: sealed.endpoint,
-                                start: i,
-                                count: 1,
-                                last_len: sealed.len,
-                            });
-                        }
-                    }
-                    Err(_) => {
-                        // No session or endpoint: the single-packet path stages it and starts a handshake.
-                        let copy = &mut scratch[..DATA_HEADER_LEN + len + TAILROOM];
-                        copy[DATA_HEADER_LEN..DATA_HEADER_LEN + len]
-                            .copy_from_slice(&slot[DATA_HEADER_LEN..DATA_HEADER_LEN + len]);
-                        self.shared
-                            .seal_and_send(socket, &peer, copy, len, now, &self.stats);
-                    }
-                }
-            }
-            if let Some(r) = run.take() {
-                self.send_run(socket, &tx.arena, tx.stride, &r);
+            self.seal_and_send_runs(socket, tx, filled, scratch, now);
+            if drained {
+                break;
             }
         }
         true
     }
 
-    fn send_run(&self, socket: &UdpSocket, arena: &[u8], stride: usize, run: &Run) {
-        let start = run.start * stride;
-        let end = start + (run.count - 1) * stride + run.last_len;
-        match socket.send_segments(&arena[start..end], stride, run.endpoint) {
+    /// Reads until the queue is empty or the arena is nearly full. Returns (slots filled, queue drained),
+    /// or `None` when the interface is gone.
+    fn fill_from_tun(&self, tx: &mut TxBuffers) -> Option<(usize, bool)> {
+        let mut filled = 0;
+        for _ in 0..TUN_READS_PER_FILL {
+            // A super-packet may split into up to ~48 MTU-sized segments: keep room for one.
+            if MAX_SEGMENTS - filled < 64 {
+                return Some((filled, false));
+            }
+            let mut chunks = tx.arena[filled * tx.stride..].chunks_exact_mut(tx.stride);
+            let mut views: [&mut [u8]; MAX_SEGMENTS] =
+                std::array::from_fn(|_| chunks.next().unwrap_or_default());
+            let room = MAX_SEGMENTS - filled;
+            match self.tun.recv_batch(
+                &mut tx.scratch,
+                &mut views[..room],
+                &mut tx.sizes[filled..],
+                DATA_HEADER_LEN,
+            ) {
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Some((filled, true)),
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    if self.tun_gone(&e) {
+                        return None;
+                    }
+                    self.stats.send_drop(SendDrop::NotIp, 1);
+                }
+            }
+        }
+        Some((filled, false))
+    }
+
+    fn seal_and_send_runs(
+        &self,
+        socket: &UdpSocket,
+        tx: &mut TxBuffers,
+        filled: usize,
+        scratch: &mut [u8],
+        now: Instant,
+    ) {
+        let mtu = self.shared.mtu();
+        let stride = tx.stride;
+        let max_segments = socket.max_gso_segments().max(1);
+        let mut run: Option<Run> = None;
+        for i in 0..filled {
+            let len = tx.sizes[i];
+            let slot = &mut tx.arena[i * stride..(i + 1) * stride];
+            let packet = &slot[DATA_HEADER_LEN..DATA_HEADER_LEN + len];
+            if !matches!(packet.first().map(|b| b >> 4), Some(4) | Some(6)) {
+                self.stats.send_drop(SendDrop::NotIp, 1);
+                continue;
+            }
+            let Some(peer) = self.shared.device.route(packet) else {
+                self.stats.send_drop(SendDrop::NoRoute, 1);
+                continue;
+            };
+            let sealed = match self.shared.device.seal(&peer, slot, len, mtu, now) {
+                Ok(sealed) => sealed,
+                Err(_) => {
+                    // No session or endpoint: the single-packet path stages it and starts a handshake.
+                    let copy = &mut scratch[..DATA_HEADER_LEN + len + TAILROOM];
+                    copy[DATA_HEADER_LEN..DATA_HEADER_LEN + len]
+                        .copy_from_slice(&slot[DATA_HEADER_LEN..DATA_HEADER_LEN + len]);
+                    self.shared
+                        .seal_and_send(socket, &peer, copy, len, now, &self.stats);
+                    continue;
+                }
+            };
+            if sealed.rekey {
+                self.shared.initiate(socket, &peer, false, now, &self.stats);
+            }
+            let extends = run.as_ref().is_some_and(|r| {
+                Arc::ptr_eq(&r.peer, &peer)
+                    && r.endpoint == sealed.endpoint
+                    && r.last_len == r.segment
+                    && sealed.len <= r.segment
+                    && r.count < max_segments
+                    && r.bytes + sealed.len <= MAX_GSO_BYTES
+                    && (!r.in_place || r.start + r.count == i)
+            });
+            if !extends {
+                if let Some(r) = run.take() {
+                    self.send_run(socket, tx, &r);
+                }
+                let in_place = sealed.len == stride;
+                run = Some(Run {
+                    peer,
+                    endpoint: sealed.endpoint,
+                    start: i,
+                    count: 0,
+                    segment: sealed.len,
+                    last_len: sealed.len,
+                    bytes: 0,
+                    in_place,
+                });
+            }
+            if let Some(r) = run.as_mut() {
+                // Full-size ciphertexts already sit back to back in the arena; smaller ones are gathered.
+                if !r.in_place {
+                    let at = i * stride;
+                    tx.gather[r.bytes..r.bytes + sealed.len]
+                        .copy_from_slice(&tx.arena[at..at + sealed.len]);
+                }
+                r.count += 1;
+                r.bytes += sealed.len;
+                r.last_len = sealed.len;
+            }
+        }
+        if let Some(r) = run.take() {
+            self.send_run(socket, tx, &r);
+        }
+    }
+
+    fn send_run(&self, socket: &UdpSocket, tx: &TxBuffers, run: &Run) {
+        let contents = if run.in_place {
+            let start = run.start * tx.stride;
+            &tx.arena[start..start + run.bytes]
+        } else {
+            &tx.gather[..run.bytes]
+        };
+        match socket.send_segments(contents, run.segment, run.endpoint) {
             Ok(()) => self.stats.count(Counter::TxPackets, run.count as u64),
             Err(_) => self.stats.send_drop(SendDrop::SendFailed, run.count as u64),
         }

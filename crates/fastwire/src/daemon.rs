@@ -143,6 +143,7 @@ fn install_signal_handler(engine: &Arc<Engine>) -> Result<(), String> {
 pub fn run_wireguard_go_style(
     iface: &str,
     foreground: bool,
+    detach_after_start: bool,
     workers: Option<usize>,
 ) -> Result<(), String> {
     if !foreground {
@@ -153,6 +154,10 @@ pub fn run_wireguard_go_style(
         workers,
         mtu: DEFAULT_MTU,
     })?;
+    if detach_after_start {
+        // Start-up errors went to our starter's stderr; from here on nothing should hold it open.
+        let _ = fastwire_io::sys::detach_stdio();
+    }
     let reason = daemon.wait_for_shutdown();
     tracing::info!(iface, ?reason, "shutting down");
     daemon.stop();
@@ -166,7 +171,7 @@ fn spawn_background(iface: &str, workers: Option<usize>) -> Result<(), String> {
     use std::process::{Command, Stdio};
     let exe = std::env::current_exe().map_err(|e| format!("cannot find my own executable: {e}"))?;
     let mut cmd = Command::new(exe);
-    cmd.arg("-f");
+    cmd.arg("-f").arg("--detach-after-start");
     if !offload_enabled() {
         cmd.arg("--no-offload");
     }

@@ -35,6 +35,10 @@ struct Cli {
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
 
+    /// Internal: set by the background launcher; stop using the terminal once the interface is up.
+    #[arg(long, hide = true)]
+    detach_after_start: bool,
+
     /// Do not use TUN offloads (TSO/GRO), even where the kernel has them. Also: FASTWIRE_OFFLOAD=0.
     #[arg(long, global = true)]
     no_offload: bool,
@@ -104,7 +108,12 @@ fn main() -> ExitCode {
     daemon::set_offload(!cli.no_offload);
     let result = match (cli.command, cli.iface) {
         (Some(command), _) => run_command(command),
-        (None, Some(iface)) => daemon::run_wireguard_go_style(&iface, cli.foreground, cli.workers),
+        (None, Some(iface)) => daemon::run_wireguard_go_style(
+            &iface,
+            cli.foreground,
+            cli.detach_after_start,
+            cli.workers,
+        ),
         (None, None) => {
             use clap::CommandFactory;
             let _ = Cli::command().print_help();
@@ -116,7 +125,9 @@ fn main() -> ExitCode {
         Err(message) => {
             // An empty message means the error was already reported (by a child process).
             if !message.is_empty() {
-                eprintln!("fastwire: {message}");
+                // Not eprintln!: a detached daemon's stderr may be gone, and that must not panic.
+                use std::io::Write;
+                let _ = writeln!(std::io::stderr(), "fastwire: {message}");
             }
             ExitCode::FAILURE
         }

@@ -32,3 +32,21 @@ pub fn has_net_admin() -> bool {
         })
         .is_some_and(|caps| caps & (1 << CAP_NET_ADMIN) != 0)
 }
+
+/// Points stdin, stdout and stderr at /dev/null, so a daemon no longer holds its starter's terminal or
+/// pipe open (a `wg-quick up | cat` must see end-of-file once the daemon is up).
+pub fn detach_stdio() -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    for target in 0..=2 {
+        // SAFETY: `null` is an open descriptor for the duration of the call; dup2 atomically replaces
+        // the standard descriptor `target`, which the Rust runtime keeps valid (it now names /dev/null).
+        if unsafe { libc::dup2(null.as_raw_fd(), target) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
