@@ -9,8 +9,13 @@ use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 #[cfg(unix)]
 use std::os::fd::{AsRawFd, RawFd};
 
-/// Socket buffer size: enough for bursts at multi-Gbit/s without building a queue that adds latency.
-const SOCKET_BUFFER_BYTES: usize = 4 << 20;
+/// The receive queue is where a bulk transfer's standing queue builds when the decrypting worker is the
+/// bottleneck: its size is added latency for every packet behind it. Measured on the netns bench
+/// (bench/RESULTS.md, "Receive buffer"): 4 MiB gave ~15 ms median ping under a 4-stream load, 256 KiB
+/// (the kernel doubles it) ~3 ms with the same throughput; smaller starved a single stream.
+const RECV_BUFFER_BYTES: usize = 256 << 10;
+/// Sends go straight through veth/NIC queues; a large send buffer only absorbs GSO bursts.
+const SEND_BUFFER_BYTES: usize = 4 << 20;
 
 pub use quinn_udp::RecvMeta;
 
@@ -88,8 +93,8 @@ impl UdpSocket {
             Err(e) => return Err(e),
         };
         // Best effort: a smaller buffer still works, it only drops bursts sooner.
-        let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
-        let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
+        let _ = socket.set_recv_buffer_size(RECV_BUFFER_BYTES);
+        let _ = socket.set_send_buffer_size(SEND_BUFFER_BYTES);
         socket.set_nonblocking(true)?;
         let socket: std::net::UdpSocket = socket.into();
         let state = UdpSocketState::new(UdpSockRef::from(&socket))?;
