@@ -5,7 +5,7 @@
 # that process's id, so concurrent runs (and other people's tunnels on this machine) never collide. The EXIT
 # trap removes all of it, also after a failure or Ctrl-C.
 #
-# Environment: FASTWIRE (binary, default target/release/fastwire), IMPL_A / IMPL_B (fastwire | wireguard-go),
+# Environment: FASTWIRE (binary, default target/release/fastwire), IMPL_A / IMPL_B (fastwire | fastwire-nooffload | wireguard-go),
 # E2E_LOG_DIR (daemon logs), E2E_RESULT_FILE (where the verdict line goes; run.sh reads it).
 
 set -uo pipefail
@@ -125,7 +125,8 @@ require_basics() {
 	local impl
 	for impl in "$@"; do
 		case $impl in
-		fastwire) [[ -x $FASTWIRE ]] || fail "fastwire binary not found at $FASTWIRE (cargo build --release -p fastwire)" ;;
+		fastwire | fastwire-nooffload)
+			[[ -x $FASTWIRE ]] || fail "fastwire binary not found at $FASTWIRE (cargo build --release -p fastwire)" ;;
 		wireguard-go) require wireguard-go ;;
 		*) fail "unknown implementation '$impl' (use fastwire or wireguard-go)" ;;
 		esac
@@ -221,6 +222,8 @@ start_impl() {
 	# `ip netns exec` execs the program, so $! is the daemon itself (not a wrapper we could kill instead).
 	case $impl in
 	fastwire) ip netns exec "$ns" "$FASTWIRE" -f "$iface" >>"$logf" 2>&1 & ;;
+	# The fallback path: plain TUN packets, no TSO/GRO (what a kernel without offloads gets).
+	fastwire-nooffload) ip netns exec "$ns" "$FASTWIRE" --no-offload -f "$iface" >>"$logf" 2>&1 & ;;
 	wireguard-go)
 		ip netns exec "$ns" env WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 LOG_LEVEL=verbose wireguard-go -f "$iface" >>"$logf" 2>&1 &
 		;;

@@ -29,6 +29,7 @@ fi
 CASES=(
 	"01-interop $F $F"
 	"01-interop $F wireguard-go"
+	"01-interop ${F/fastwire/fastwire-nooffload} $F"
 	"02-up-down $F -"
 	"03-roaming $F $F"
 	"03-roaming wireguard-go $F"
