@@ -87,6 +87,22 @@ pub struct PeerSnapshot {
     pub allowed_ips: Vec<AllowedIp>,
 }
 
+impl PeerSnapshot {
+    /// A peer with nothing known about it yet but its key.
+    pub fn new(public_key: Key) -> Self {
+        Self {
+            public_key,
+            preshared_key: None,
+            endpoint: None,
+            last_handshake: None,
+            rx_bytes: 0,
+            tx_bytes: 0,
+            persistent_keepalive: 0,
+            allowed_ips: Vec::new(),
+        }
+    }
+}
+
 /// Why a `set` was refused; maps onto the errno the UAPI reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SetError {

@@ -277,16 +277,7 @@ mod tests {
                 },
             ],
         };
-        let silent = PeerSnapshot {
-            public_key: [1; 32],
-            preshared_key: None,
-            endpoint: None,
-            last_handshake: None,
-            rx_bytes: 0,
-            tx_bytes: 0,
-            persistent_keepalive: 0,
-            allowed_ips: vec![],
-        };
+        let silent = PeerSnapshot::new([1; 32]);
         let snapshot = DeviceSnapshot {
             private_key: Some(private_key),
             listen_port: 51820,

@@ -296,16 +296,9 @@ pub fn parse_get(text: &str) -> Result<DeviceSnapshot, String> {
         if key == "public_key" {
             finish_handshake(&mut snapshot, handshake_secs, handshake_nanos)?;
             (handshake_secs, handshake_nanos) = (0, 0);
-            snapshot.peers.push(PeerSnapshot {
-                public_key: parse_key_hex(value).ok_or_else(bad)?,
-                preshared_key: None,
-                endpoint: None,
-                last_handshake: None,
-                rx_bytes: 0,
-                tx_bytes: 0,
-                persistent_keepalive: 0,
-                allowed_ips: Vec::new(),
-            });
+            snapshot
+                .peers
+                .push(PeerSnapshot::new(parse_key_hex(value).ok_or_else(bad)?));
             continue;
         }
         let Some(peer) = snapshot.peers.last_mut() else {
