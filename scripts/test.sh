@@ -16,7 +16,7 @@ fi
 PACKAGES=(wireguard-go wireguard-tools iproute2 socat iputils-ping python3 util-linux procps)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
-	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep >/dev/null 'install ok installed' || missing+=("$pkg")
 done
 if ((${#missing[@]})); then
 	echo "==> installing ${missing[*]}"

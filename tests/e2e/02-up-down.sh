@@ -72,8 +72,9 @@ bring_up() {
 	link=$(ip -n "$ns" link show "$iface")
 	[[ $link == *"mtu 1380"* ]] || fail "$iface's MTU is not 1380: $link"
 	[[ $link == *"<"*UP*">"* ]] || fail "$iface is not up: $link"
-	ip -n "$ns" -4 addr show dev "$iface" | grep -q 'inet 10.78.0.1/24' || fail "$iface lacks 10.78.0.1/24"
-	ip -n "$ns" -6 addr show dev "$iface" | grep -q "inet6 fd78::1/112" || fail "$iface lacks fd78::1/112"
+	ip -n "$ns" -4 addr show dev "$iface" | grep >/dev/null 'inet 10.78.0.1/24' || fail "$iface lacks 10.78.0.1/24"
+	ip -n "$ns" -6 addr show dev "$iface" | grep >/dev/null "inet6 fd78::1/112" ||
+		fail "$iface lacks fd78::1/112: $(ip -n "$ns" addr show dev "$iface" | tr "\n" " ")"
 	check_ping a 10.78.0.2
 	check_ping a fd78::2
 	check_ping b 10.78.0.1

@@ -103,8 +103,8 @@ nsx a timeout 30 "${quick_env[@]}" wg-quick up "$WORK/$quick.conf" 2>&1 | timeou
 rcs=("${PIPESTATUS[@]}")
 ((rcs[0] == 0)) || fail "wg-quick up failed (exit ${rcs[0]}): $(tail -n 3 "$LOG_DIR/wg-quick-up.log" | tr '\n' ' ')"
 ((rcs[1] == 0)) || fail "wg-quick up returned, but its output pipe stayed open 15 s: the $IMPL_A daemon kept the caller's stdout/stderr"
-ip -n "$(nsname a)" -4 addr show dev "$quick" | grep -q 'inet 10.78.0.1/24' || fail "wg-quick did not set 10.78.0.1/24"
-ip -n "$(nsname a)" route show dev "$quick" | grep -q '^10.78.7.0/24' || fail "wg-quick did not add the 10.78.7.0/24 route"
+ip -n "$(nsname a)" -4 addr show dev "$quick" | grep >/dev/null 'inet 10.78.0.1/24' || fail "wg-quick did not set 10.78.0.1/24"
+ip -n "$(nsname a)" route show dev "$quick" | grep >/dev/null '^10.78.7.0/24' || fail "wg-quick did not add the 10.78.7.0/24 route"
 [[ $(wgc a show "$quick" listen-port) == "$PORT_A" ]] || fail "wg-quick's interface does not listen on $PORT_A"
 check_ping a 10.78.0.2
 nsx a timeout 30 "${quick_env[@]}" wg-quick down "$WORK/$quick.conf" >"$LOG_DIR/wg-quick-down.log" 2>&1 ||

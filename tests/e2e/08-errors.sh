@@ -73,7 +73,7 @@ run_impl "$LOG_DIR/taken-fg.out" -- -f "$taken"
 expect_refusal "name taken (foreground)" "$LOG_DIR/taken-fg.out" "$taken|exist|busy|in use|taken"
 run_impl "$LOG_DIR/taken-bg.out" -- "$taken"
 expect_refusal "name taken (daemon mode)" "$LOG_DIR/taken-bg.out" "$taken|exist|busy|in use|taken"
-ip -n "$(nsname a)" -d link show "$taken" | grep -q veth || fail "the refused start removed or changed the veth $taken"
+ip -n "$(nsname a)" -d link show "$taken" | grep >/dev/null veth || fail "the refused start removed or changed the veth $taken"
 [[ -e $(sockpath t) ]] && fail "the refused start left $(sockpath t) behind"
 
 step "interface name taken by a running instance"

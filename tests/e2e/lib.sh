@@ -1,4 +1,6 @@
 # shellcheck shell=bash
+# Note: checks use `grep >/dev/null` rather than `grep -q` in pipelines: under pipefail, grep -q exiting at
+# the first match makes the writer die of SIGPIPE and the whole check fail at random.
 # Helpers shared by the end-to-end scenarios. Scenarios source this file; run.sh runs them.
 #
 # Every scenario runs in its own bash process, and every namespace, interface and UAPI socket it makes carries
