@@ -7,6 +7,7 @@ pub mod allowed_ips;
 pub mod cookie;
 pub mod crypto;
 pub mod device;
+pub mod framing;
 pub mod messages;
 pub mod noise;
 pub mod peer;
