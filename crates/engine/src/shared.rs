@@ -133,6 +133,20 @@ impl Shared {
         }
     }
 
+    /// A session we answered was confirmed by the peer: send what waited for a session, if anything.
+    pub fn flush_staged_if_any(
+        &self,
+        socket: &UdpSocket,
+        peer: &Arc<Peer>,
+        buf: &mut [u8],
+        now: Instant,
+        stats: &WorkerStats,
+    ) {
+        if peer.has_staged() {
+            self.flush_staged(socket, peer, buf, now, stats);
+        }
+    }
+
     /// After a handshake: send what waited for it, or a keepalive to confirm the session.
     pub fn flush_staged(
         &self,

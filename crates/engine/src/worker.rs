@@ -20,11 +20,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Fill-seal-send rounds per readiness event before looking at the other direction.
-const TUN_ROUNDS_PER_WAKE: usize = 4;
+const TUN_ROUNDS_PER_WAKE: usize = 1;
+/// Arena slots: room for one more full read (MAX_SEGMENTS) whenever fewer than MAX_SEGMENTS are filled.
+const ARENA_SLOTS: usize = 2 * MAX_SEGMENTS;
 /// TUN reads gathered into one round (small packets arrive one per read).
 const TUN_READS_PER_FILL: usize = 64;
 /// recvmmsg calls per readiness event.
-const UDP_READS_PER_WAKE: usize = 8;
+const UDP_READS_PER_WAKE: usize = 1;
 /// Buffers per recvmmsg; each holds a GRO train of up to 64 datagrams.
 const RX_BUFFERS: usize = 16;
 const RX_BUFFER_LEN: usize = 65_535;
@@ -48,23 +50,28 @@ pub(crate) struct Worker {
 /// Outgoing side: segments land at a fixed stride in one arena, so full-size ciphertexts are contiguous
 /// and a run of them is a ready-made GSO payload.
 struct TxBuffers {
+    /// The MTU the arena was sized for (padding and the stride depend on it).
+    mtu: usize,
     arena: Vec<u8>,
     stride: usize,
     /// Where ciphertexts smaller than the stride are gathered back to back for one GSO send.
     gather: Vec<u8>,
     scratch: Vec<u8>,
-    sizes: [usize; MAX_SEGMENTS],
+    sizes: [usize; ARENA_SLOTS],
 }
 
 impl TxBuffers {
     fn new(mtu: usize) -> Self {
-        let stride = DATA_HEADER_LEN + mtu + TAILROOM;
+        // Padding stops at the MTU, so a full-size ciphertext is exactly header + MTU + tag: with that
+        // stride, full-size segments sit back to back and a run of them is sent in place.
+        let stride = DATA_HEADER_LEN + mtu + fastwire_proto::crypto::TAG_LEN;
         Self {
-            arena: vec![0; stride * MAX_SEGMENTS],
+            mtu,
+            arena: vec![0; stride * ARENA_SLOTS],
             stride,
             gather: vec![0; MAX_GSO_BYTES],
             scratch: vec![0; VIRTIO_NET_HDR_LEN + MAX_PACKET],
-            sizes: [0; MAX_SEGMENTS],
+            sizes: [0; ARENA_SLOTS],
         }
     }
 }
@@ -154,9 +161,11 @@ impl Worker {
 
     /// A failed system call on the TUN queue that means the interface is gone (vs. a bad packet).
     fn tun_gone(&self, e: &io::Error) -> bool {
+        // EIO only means the link is administratively down (writes while `ip link set down`, or before
+        // `up` at start-up): the interface is still there, so count and carry on.
         let gone = matches!(
             e.raw_os_error(),
-            Some(libc_errno::EBADFD) | Some(libc_errno::EIO) | Some(libc_errno::ENODEV)
+            Some(libc_errno::EBADFD) | Some(libc_errno::ENODEV)
         );
         if gone {
             self.shared
@@ -184,23 +193,23 @@ impl Worker {
         true
     }
 
-    /// Reads until the queue is empty or the arena is nearly full. Returns (slots filled, queue drained),
+    /// Reads until the queue is empty or MAX_SEGMENTS slots are filled. Returns (slots filled, queue drained),
     /// or `None` when the interface is gone.
     fn fill_from_tun(&self, tx: &mut TxBuffers) -> Option<(usize, bool)> {
         let mut filled = 0;
         for _ in 0..TUN_READS_PER_FILL {
-            // A super-packet may split into up to ~48 MTU-sized segments: keep room for one.
-            if MAX_SEGMENTS - filled < 64 {
+            // Every read gets MAX_SEGMENTS free slots: a super-packet of small segments (a low MSS)
+            // may split into that many, and a read that does not fit would be lost.
+            if filled >= MAX_SEGMENTS {
                 return Some((filled, false));
             }
             let mut chunks = tx.arena[filled * tx.stride..].chunks_exact_mut(tx.stride);
             let mut views: [&mut [u8]; MAX_SEGMENTS] =
                 std::array::from_fn(|_| chunks.next().unwrap_or_default());
-            let room = MAX_SEGMENTS - filled;
             match self.tun.recv_batch(
                 &mut tx.scratch,
-                &mut views[..room],
-                &mut tx.sizes[filled..],
+                &mut views,
+                &mut tx.sizes[filled..filled + MAX_SEGMENTS],
                 DATA_HEADER_LEN,
             ) {
                 Ok(n) => filled += n,
@@ -225,7 +234,7 @@ impl Worker {
         scratch: &mut [u8],
         now: Instant,
     ) {
-        let mtu = self.shared.mtu();
+        let mtu = tx.mtu;
         let stride = tx.stride;
         let max_segments = socket.max_gso_segments().max(1);
         let mut run: Option<Run> = None;
@@ -255,6 +264,15 @@ impl Worker {
             };
             if sealed.rekey {
                 self.shared.initiate(socket, &peer, false, now, &self.stats);
+            }
+            if sealed.len > MAX_GSO_BYTES {
+                // Only with an MTU near 64 KiB: too big for a GSO run, send it alone.
+                let at = i * stride;
+                match socket.send_to(&tx.arena[at..at + sealed.len], sealed.endpoint) {
+                    Ok(_) => self.stats.count(Counter::TxPackets, 1),
+                    Err(_) => self.stats.send_drop(SendDrop::SendFailed, 1),
+                }
+                continue;
             }
             let extends = run.as_ref().is_some_and(|r| {
                 Arc::ptr_eq(&r.peer, &peer)
@@ -348,7 +366,12 @@ impl Worker {
                         .device
                         .handle_incoming(meta.addr, datagram, now, reply);
                     match incoming {
-                        Incoming::Data { peer, len, rekey } => {
+                        Incoming::Data {
+                            peer,
+                            len,
+                            rekey,
+                            confirmed,
+                        } => {
                             self.stats.count(Counter::RxPackets, 1);
                             let out = &mut rx.to_tun[rx.pending];
                             out.clear();
@@ -363,8 +386,28 @@ impl Worker {
                             if rekey {
                                 self.shared.initiate(socket, &peer, false, now, &self.stats);
                             }
+                            if confirmed {
+                                self.shared.flush_staged_if_any(
+                                    socket,
+                                    &peer,
+                                    scratch,
+                                    now,
+                                    &self.stats,
+                                );
+                            }
                         }
-                        Incoming::Keepalive { .. } | Incoming::CookieAccepted => {}
+                        Incoming::Keepalive { peer, confirmed } => {
+                            if confirmed {
+                                self.shared.flush_staged_if_any(
+                                    socket,
+                                    &peer,
+                                    scratch,
+                                    now,
+                                    &self.stats,
+                                );
+                            }
+                        }
+                        Incoming::CookieAccepted => {}
                         Incoming::Reply { len } => {
                             if len == fastwire_proto::messages::COOKIE_REPLY_LEN {
                                 self.stats.count(Counter::CookieRepliesSent, 1);
@@ -411,7 +454,6 @@ impl Worker {
 
 /// The errno values that mean a TUN queue is dead, without a libc dependency in this crate.
 mod libc_errno {
-    pub const EIO: i32 = 5;
     pub const ENODEV: i32 = 19;
     pub const EBADFD: i32 = 77;
 }

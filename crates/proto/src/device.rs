@@ -99,14 +99,17 @@ impl RecvDrop {
 pub enum Incoming {
     /// An IP packet for the TUN device: `msg[DATA_HEADER_LEN..DATA_HEADER_LEN + len]`.
     /// `rekey`: the session is getting old on the receive side; start a handshake.
+    /// `confirmed`: this packet confirmed a session we answered: send what waited for a session.
     Data {
         peer: Arc<Peer>,
         len: usize,
         rekey: bool,
+        confirmed: bool,
     },
-    /// An authenticated empty data message.
+    /// An authenticated empty data message (`confirmed` as for `Data`).
     Keepalive {
         peer: Arc<Peer>,
+        confirmed: bool,
     },
     /// Send `reply[..len]` back to the source (a handshake response or a cookie reply).
     Reply {
@@ -382,6 +385,11 @@ impl Device {
         }
     }
 
+    /// Entries in the index table (handshakes in flight and sessions); for tests and stats.
+    pub fn index_count(&self) -> usize {
+        self.indices.load().len()
+    }
+
     // ----- timers -----
 
     /// True once after a timer was armed earlier than the driver's own wake-up: wake the driver.
@@ -426,8 +434,13 @@ impl Device {
         if timers.retransmit_handshake.fire(t) {
             let mut hs = peer.handshake();
             if hs.attempts >= MAX_TIMER_HANDSHAKES {
-                hs.initiator = None;
+                let abandoned = hs.initiator.take().map(|s| s.local_index);
                 drop(hs);
+                if let Some(index) = abandoned {
+                    self.index_update(|m| {
+                        m.remove(&index);
+                    });
+                }
                 timers.send_keepalive.disarm();
                 ev.gave_up = true;
                 let at = self.at(now, REJECT_AFTER_TIME * 3);
@@ -556,8 +569,14 @@ impl Device {
             let mut retired = Vec::new();
             if keypair.we_initiated {
                 retired.extend(slots.previous.take().map(|k| k.local_index));
-                retired.extend(slots.next.take().map(|k| k.local_index));
-                slots.previous = slots.current.take();
+                // Crossed handshakes: the peer may already be sending on the session we answered
+                // (`next`), so it stays decryptable as `previous`, as in wireguard-go.
+                if let Some(next) = slots.next.take() {
+                    retired.extend(slots.current.take().map(|k| k.local_index));
+                    slots.previous = Some(next);
+                } else {
+                    slots.previous = slots.current.take();
+                }
                 slots.current = Some(keypair.clone());
                 peer.current.store(Some(keypair.clone()));
             } else {
@@ -840,14 +859,15 @@ impl Device {
             .load()
             .as_ref()
             .is_some_and(|c| Arc::ptr_eq(c, &keypair));
-        if !is_current && self.confirm_next(&peer, &keypair) {
+        let confirmed = !is_current && self.confirm_next(&peer, &keypair);
+        if confirmed {
             self.on_handshake_complete(&peer, now);
         }
         self.on_authenticated_received(&peer, now);
         let rekey = keypair.we_initiated
             && keypair.age(now) >= REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT;
         if n == 0 {
-            return Incoming::Keepalive { peer };
+            return Incoming::Keepalive { peer, confirmed };
         }
         let inner = &msg[DATA_HEADER_LEN..DATA_HEADER_LEN + n];
         let Some((source, len)) = inner_source(inner) else {
@@ -869,7 +889,12 @@ impl Device {
         } else if !peer.timers.keepalive_again.load(Ordering::Relaxed) {
             peer.timers.keepalive_again.store(true, Ordering::Relaxed);
         }
-        Incoming::Data { peer, len, rekey }
+        Incoming::Data {
+            peer,
+            len,
+            rekey,
+            confirmed,
+        }
     }
 
     // ----- data -----

@@ -152,6 +152,14 @@ impl Peer {
         !dropped
     }
 
+    pub fn has_staged(&self) -> bool {
+        !self
+            .staged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
     /// Takes every staged packet, oldest first.
     pub fn take_staged(&self) -> VecDeque<Vec<u8>> {
         std::mem::take(&mut *self.staged.lock().unwrap_or_else(|p| p.into_inner()))

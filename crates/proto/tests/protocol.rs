@@ -444,3 +444,125 @@ proptest! {
         prop_assert!(!accepted, "random bytes were accepted: {}", describe(&got));
     }
 }
+
+#[test]
+fn crossed_handshakes_leave_both_directions_working() {
+    let now = Instant::now();
+    let (a, b) = pair(now, None);
+    b.peer.set_endpoint(a.addr);
+    // Both sides initiate before either sees the other's initiation.
+    let mut init_a = [0u8; INITIATION_LEN];
+    let mut init_b = [0u8; INITIATION_LEN];
+    a.dev
+        .create_initiation(&a.peer, now, wall_at(now), false, &mut init_a)
+        .unwrap();
+    b.dev
+        .create_initiation(&b.peer, now, wall_at(now), false, &mut init_b)
+        .unwrap();
+    let (mut resp_to_a, mut resp_to_b) = ([0u8; 256], [0u8; 256]);
+    let Incoming::Reply { len: la } =
+        b.dev
+            .handle_incoming(a.addr, &mut init_a, now, &mut resp_to_a)
+    else {
+        panic!("B answers A")
+    };
+    let Incoming::Reply { len: lb } =
+        a.dev
+            .handle_incoming(b.addr, &mut init_b, now, &mut resp_to_b)
+    else {
+        panic!("A answers B")
+    };
+    assert!(matches!(
+        a.dev
+            .handle_incoming(b.addr, &mut resp_to_a[..la], now, &mut [0; 256]),
+        Incoming::HandshakeComplete { .. }
+    ));
+    assert!(matches!(
+        b.dev
+            .handle_incoming(a.addr, &mut resp_to_b[..lb], now, &mut [0; 256]),
+        Incoming::HandshakeComplete { .. }
+    ));
+    // Each side now sends on the session it initiated; the other must still decrypt it.
+    let (_, got) = send(&a, &b, [10, 0, 0, 1], 40, now);
+    assert!(
+        matches!(got, Incoming::Data { .. }),
+        "B reads A: {}",
+        describe(&got)
+    );
+    let (_, got) = send(&b, &a, [10, 0, 0, 2], 40, now);
+    assert!(
+        matches!(got, Incoming::Data { .. }),
+        "A reads B: {}",
+        describe(&got)
+    );
+}
+
+#[test]
+fn abandoned_handshakes_leave_no_index_behind() {
+    let now = Instant::now();
+    let (a, _b) = pair(now, None);
+    let mut init = [0u8; INITIATION_LEN];
+    a.dev
+        .create_initiation(&a.peer, now, wall_at(now), false, &mut init)
+        .unwrap();
+    assert_eq!(a.dev.index_count(), 1);
+    while let Some(t) = a.dev.next_deadline() {
+        let ev = a.dev.poll_timers(&a.peer, t);
+        if ev.retry {
+            a.dev
+                .create_initiation(&a.peer, t, wall_at(t), true, &mut init)
+                .unwrap();
+            assert_eq!(
+                a.dev.index_count(),
+                1,
+                "a retry replaces the index, never adds one"
+            );
+        }
+        if ev.gave_up {
+            break;
+        }
+    }
+    assert_eq!(
+        a.dev.index_count(),
+        0,
+        "giving up frees the handshake's index"
+    );
+}
+
+#[test]
+fn confirming_keepalive_is_reported() {
+    let now = Instant::now();
+    let (a, b) = pair(now, None);
+    let mut init = [0u8; INITIATION_LEN];
+    a.dev
+        .create_initiation(&a.peer, now, wall_at(now), false, &mut init)
+        .unwrap();
+    let mut reply = [0u8; 256];
+    let Incoming::Reply { len } = b.dev.handle_incoming(a.addr, &mut init, now, &mut reply) else {
+        panic!("response")
+    };
+    assert!(matches!(
+        a.dev
+            .handle_incoming(b.addr, &mut reply[..len], now, &mut [0; 256]),
+        Incoming::HandshakeComplete { .. }
+    ));
+    let mut buf = vec![0u8; DATA_HEADER_LEN + TAILROOM];
+    let s = a.dev.seal(&a.peer, &mut buf, 0, MTU, now).unwrap();
+    match b
+        .dev
+        .handle_incoming(a.addr, &mut buf[..s.len], now, &mut [0; 256])
+    {
+        Incoming::Keepalive { confirmed, .. } => {
+            assert!(confirmed, "first packet confirms the responder's session")
+        }
+        other => panic!("{}", describe(&other)),
+    }
+    let s = a.dev.seal(&a.peer, &mut buf, 0, MTU, now).unwrap();
+    match b
+        .dev
+        .handle_incoming(a.addr, &mut buf[..s.len], now, &mut [0; 256])
+    {
+        Incoming::Keepalive { confirmed, .. } => assert!(!confirmed),
+        other => panic!("{}", describe(&other)),
+    }
+}
