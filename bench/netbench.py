@@ -90,7 +90,7 @@ def fastwire_command(opts: argparse.Namespace, iface: str) -> list[str]:
 
 SYSTEMS = [
     System("direct"),
-    System("fastwire", command=fastwire_command, idle_check=True),
+    System("fastwire", command=fastwire_command, idle_check=True, env={"FASTWIRE_LOG": "info"}),
     System(
         "wireguard-go",
         command=lambda opts, iface: ["wireguard-go", "-f", iface],
@@ -675,7 +675,20 @@ class Bench:
                 progress(f"{tag} {'peak RSS':<19} {max(bed.peak_rss) / 1024:9.1f} MiB per process")
         finally:
             bed.down()
+            if any("error" in r for r in record["tests"].values()) or "error" in record:
+                self.keep_logs(system, round_no)
         return record
+
+    def keep_logs(self, system: System, round_no: int) -> None:
+        """A failed cell keeps its tunnel logs: `<out>/logs/round<N>-<system>-<side>.log`."""
+        dest = Path(self.opts.out) / "logs"
+        for side in (0, 1):
+            log = self.workdir / f"{system.name}-{side}.log"
+            if log.exists():
+                dest.mkdir(parents=True, exist_ok=True)
+                target = dest / f"round{round_no}-{system.name}-{side}.log"
+                target.write_bytes(log.read_bytes())
+                progress(f"kept {target}")
 
     def cleanup(self) -> None:
         stop_all()

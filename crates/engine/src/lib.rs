@@ -40,6 +40,8 @@ pub struct Engine {
     stats: Vec<Arc<WorkerStats>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     config_lock: Mutex<()>,
+    /// The listen port last configured (0 = any), as opposed to the port actually bound.
+    configured_port: std::sync::atomic::AtomicU16,
     iface: String,
     offloads: fastwire_io::tun::Offloads,
 }
@@ -111,6 +113,7 @@ impl Engine {
             stats,
             threads: Mutex::new(threads),
             config_lock: Mutex::new(()),
+            configured_port: std::sync::atomic::AtomicU16::new(0),
             iface: opts.iface,
             offloads,
         })
@@ -138,8 +141,12 @@ impl Engine {
             self.shared.fwmark.store(fwmark, Ordering::Relaxed);
         }
         if let Some(port) = update.listen_port {
+            // As wireguard-go: only a change of the configured port rebinds (so a repeated
+            // `listen_port=0` keeps the random port it got), and a port we already hold is kept.
+            let configured = self.configured_port.load(Ordering::Relaxed);
             let current = self.listen_port();
-            if current != Some(port) || port == 0 {
+            let rebind = port != configured && (port == 0 || current != Some(port));
+            if rebind {
                 let fwmark = self.shared.fwmark.load(Ordering::Relaxed);
                 let workers = self.stats.len();
                 let group = UdpSocket::bind_group(port, fwmark, workers).map_err(|e| {
@@ -152,6 +159,7 @@ impl Engine {
                 self.shared.sockets.store(Some(Arc::new(group)));
                 self.shared.wake_workers();
             }
+            self.configured_port.store(port, Ordering::Relaxed);
         }
         if let Some(key) = update.private_key {
             device.set_private_key(key);
@@ -183,11 +191,13 @@ impl Engine {
                     .set_allowed_ips(&peer, p.replace_allowed_ips, &ips)
                     .map_err(SetError::Invalid)?;
             }
-            if let Some(secs) = p.persistent_keepalive
-                && secs != peer.persistent_keepalive()
-            {
+            if let Some(secs) = p.persistent_keepalive {
+                let old = peer.persistent_keepalive();
                 peer.set_persistent_keepalive(secs);
-                device.persistent_keepalive_changed(&peer, now);
+                // As wireguard-go: turning it on sends one now; changing the interval does not.
+                if (old == 0) != (secs == 0) {
+                    device.persistent_keepalive_changed(&peer, now);
+                }
             }
         }
         device.take_timers_dirty();

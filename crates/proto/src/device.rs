@@ -31,6 +31,8 @@ pub enum RecvDrop {
     BadMac1,
     /// Under load without a valid mac2: we answered with a cookie reply.
     CookieSent,
+    /// Under load, more handshakes from one source address than its budget (20/s, burst 5).
+    RateLimited,
     /// The handshake did not decrypt, names an unknown peer, or used a low-order key.
     HandshakeAuth,
     /// The initiation's timestamp is not newer than the last one from that peer.
@@ -56,11 +58,12 @@ pub enum RecvDrop {
 }
 
 impl RecvDrop {
-    pub const ALL: [RecvDrop; 15] = [
+    pub const ALL: [RecvDrop; 16] = [
         RecvDrop::Malformed,
         RecvDrop::NoIdentity,
         RecvDrop::BadMac1,
         RecvDrop::CookieSent,
+        RecvDrop::RateLimited,
         RecvDrop::HandshakeAuth,
         RecvDrop::ReplayedTimestamp,
         RecvDrop::HandshakeFlood,
@@ -80,6 +83,7 @@ impl RecvDrop {
             RecvDrop::NoIdentity => "rx_no_private_key",
             RecvDrop::BadMac1 => "rx_bad_mac1",
             RecvDrop::CookieSent => "rx_under_load_cookie_sent",
+            RecvDrop::RateLimited => "rx_handshake_rate_limited",
             RecvDrop::HandshakeAuth => "rx_handshake_auth_failed",
             RecvDrop::ReplayedTimestamp => "rx_handshake_replayed_timestamp",
             RecvDrop::HandshakeFlood => "rx_handshake_flood",
@@ -214,6 +218,8 @@ pub struct Device {
     timers_dirty: AtomicBool,
     /// When the timer driver will next wake by itself (0 = it is awake and will recompute).
     driver_deadline: AtomicU64,
+    /// Per-source handshake budget, consulted only under load.
+    rate_limiter: Mutex<crate::ratelimit::RateLimiter>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -238,6 +244,7 @@ impl Device {
             },
             timers_dirty: AtomicBool::new(false),
             driver_deadline: AtomicU64::new(0),
+            rate_limiter: Mutex::new(crate::ratelimit::RateLimiter::default()),
         }
     }
 
@@ -704,6 +711,9 @@ impl Device {
         let under_load = self.load.record(self.clock.to_nanos(now));
         let mut checker = lock(&identity.checker);
         match checker.check(msg, &src, under_load, now) {
+            MacCheck::Ok if under_load && !lock(&self.rate_limiter).allow(src.ip(), now) => {
+                Err(Incoming::Dropped(RecvDrop::RateLimited))
+            }
             MacCheck::Ok => Ok(()),
             MacCheck::BadMac1 => Err(Incoming::Dropped(RecvDrop::BadMac1)),
             MacCheck::NeedCookie => {

@@ -11,6 +11,7 @@ pub mod framing;
 pub mod messages;
 pub mod noise;
 pub mod peer;
+pub mod ratelimit;
 pub mod replay;
 pub mod session;
 pub mod timers;
