@@ -133,21 +133,8 @@ impl Shared {
         }
     }
 
-    /// A session we answered was confirmed by the peer: send what waited for a session, if anything.
-    pub fn flush_staged_if_any(
-        &self,
-        socket: &UdpSocket,
-        peer: &Arc<Peer>,
-        buf: &mut [u8],
-        now: Instant,
-        stats: &WorkerStats,
-    ) {
-        if peer.has_staged() {
-            self.flush_staged(socket, peer, buf, now, stats);
-        }
-    }
-
-    /// After a handshake: send what waited for it, or a keepalive to confirm the session.
+    /// A session is ready: send what waited for it. With nothing waiting, `keepalive_if_none` sends a
+    /// keepalive instead (the initiator must confirm a new session; a confirmed responder need not).
     pub fn flush_staged(
         &self,
         socket: &UdpSocket,
@@ -155,9 +142,13 @@ impl Shared {
         buf: &mut [u8],
         now: Instant,
         stats: &WorkerStats,
+        keepalive_if_none: bool,
     ) {
         let staged = peer.take_staged();
         if staged.is_empty() {
+            if !keepalive_if_none {
+                return;
+            }
             self.seal_and_send(socket, peer, buf, 0, now, stats);
             return;
         }

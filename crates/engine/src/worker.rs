@@ -387,23 +387,25 @@ impl Worker {
                                 self.shared.initiate(socket, &peer, false, now, &self.stats);
                             }
                             if confirmed {
-                                self.shared.flush_staged_if_any(
+                                self.shared.flush_staged(
                                     socket,
                                     &peer,
                                     scratch,
                                     now,
                                     &self.stats,
+                                    false,
                                 );
                             }
                         }
                         Incoming::Keepalive { peer, confirmed } => {
                             if confirmed {
-                                self.shared.flush_staged_if_any(
+                                self.shared.flush_staged(
                                     socket,
                                     &peer,
                                     scratch,
                                     now,
                                     &self.stats,
+                                    false,
                                 );
                             }
                         }
@@ -419,7 +421,7 @@ impl Worker {
                         }
                         Incoming::HandshakeComplete { peer } => {
                             self.shared
-                                .flush_staged(socket, &peer, scratch, now, &self.stats)
+                                .flush_staged(socket, &peer, scratch, now, &self.stats, true)
                         }
                         Incoming::Dropped(reason) => self.stats.recv_drop(reason),
                     }
