@@ -4,7 +4,8 @@
 //! text and the wg-quick file are both parsed into a [`DeviceUpdate`], and `get=1` is formatted from a
 //! [`DeviceSnapshot`]. Keeping them here means the engine never sees text.
 
-use std::net::{IpAddr, SocketAddr};
+pub use fastwire_proto::{Endpoint, Transport};
+use std::net::IpAddr;
 use std::time::SystemTime;
 
 /// A 32-byte Curve25519 key or preshared key.
@@ -24,6 +25,8 @@ pub struct DeviceUpdate {
     pub private_key: Option<Option<Key>>,
     /// `Some(0)` picks a random port.
     pub listen_port: Option<u16>,
+    /// TCP listener for WireGuard-over-TCP clients; `Some(0)` closes it (there is no random TCP port).
+    pub listen_tcp_port: Option<u16>,
     /// `Some(0)` removes the mark.
     pub fwmark: Option<u32>,
     /// Remove every peer before applying `peers`.
@@ -41,7 +44,8 @@ pub struct PeerUpdate {
     pub update_only: bool,
     /// `Some(None)` removes the preshared key (UAPI: all-zero key).
     pub preshared_key: Option<Option<Key>>,
-    pub endpoint: Option<SocketAddr>,
+    /// A TCP endpoint makes this side connect (and keep reconnecting) to it.
+    pub endpoint: Option<Endpoint>,
     /// Seconds; `Some(0)` turns it off.
     pub persistent_keepalive: Option<u16>,
     /// Clear the peer's allowed IPs before adding `allowed_ips`.
@@ -69,6 +73,8 @@ impl PeerUpdate {
 pub struct DeviceSnapshot {
     pub private_key: Option<Key>,
     pub listen_port: u16,
+    /// 0 = no TCP listener.
+    pub listen_tcp_port: u16,
     pub fwmark: u32,
     pub peers: Vec<PeerSnapshot>,
 }
@@ -77,7 +83,7 @@ pub struct DeviceSnapshot {
 pub struct PeerSnapshot {
     pub public_key: Key,
     pub preshared_key: Option<Key>,
-    pub endpoint: Option<SocketAddr>,
+    pub endpoint: Option<Endpoint>,
     /// Wall-clock time of the latest completed handshake.
     pub last_handshake: Option<SystemTime>,
     pub rx_bytes: u64,
@@ -108,6 +114,8 @@ impl PeerSnapshot {
 pub enum SetError {
     /// The listen port could not be bound (UAPI errno EADDRINUSE).
     PortInUse(u16),
+    /// The TCP listen port could not be bound (UAPI errno EADDRINUSE).
+    TcpPortInUse(u16),
     /// Anything else the device could not apply (UAPI errno EINVAL), with a reason.
     Invalid(String),
     /// An I/O failure while applying (UAPI errno EIO).
@@ -118,9 +126,9 @@ impl SetError {
     /// The positive errno value the UAPI `errno=` line carries.
     pub fn errno(&self) -> i32 {
         match self {
-            SetError::PortInUse(_) => 98, // EADDRINUSE
-            SetError::Invalid(_) => 22,   // EINVAL
-            SetError::Io(_) => 5,         // EIO
+            SetError::PortInUse(_) | SetError::TcpPortInUse(_) => 98, // EADDRINUSE
+            SetError::Invalid(_) => 22,                               // EINVAL
+            SetError::Io(_) => 5,                                     // EIO
         }
     }
 }
@@ -129,6 +137,7 @@ impl std::fmt::Display for SetError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SetError::PortInUse(p) => write!(f, "UDP port {p} is already in use"),
+            SetError::TcpPortInUse(p) => write!(f, "TCP port {p} is already in use"),
             SetError::Invalid(s) => write!(f, "invalid configuration: {s}"),
             SetError::Io(s) => write!(f, "I/O error: {s}"),
         }

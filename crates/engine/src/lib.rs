@@ -4,6 +4,7 @@
 pub mod config;
 mod shared;
 pub mod stats;
+mod tcp;
 mod timer;
 mod worker;
 
@@ -32,7 +33,13 @@ pub struct EngineOptions {
     pub mtu: u16,
     /// Use TUN offloads (TSO/GRO) when the kernel has them.
     pub offload: bool,
+    /// Most TCP connections accepted but not yet authenticated by a handshake; beyond it the oldest is
+    /// closed. 0 = the default ([`DEFAULT_TCP_MAX_UNAUTHENTICATED`]).
+    pub tcp_max_unauthenticated: usize,
 }
+
+/// Default cap on unauthenticated TCP connections.
+pub const DEFAULT_TCP_MAX_UNAUTHENTICATED: usize = 64;
 
 /// A running tunnel interface.
 pub struct Engine {
@@ -42,6 +49,8 @@ pub struct Engine {
     config_lock: Mutex<()>,
     /// The listen port last configured (0 = any), as opposed to the port actually bound.
     configured_port: std::sync::atomic::AtomicU16,
+    /// The `tcp://` endpoint configured for each peer that has one: the TCP owner keeps them connected.
+    tcp_dial_targets: Mutex<std::collections::HashMap<config::Key, std::net::SocketAddr>>,
     iface: String,
     offloads: fastwire_io::tun::Offloads,
 }
@@ -67,11 +76,16 @@ impl Engine {
         }
         let (queues, offloads) = TunQueue::create(&opts.iface, workers, opts.mtu, opts.offload)?;
         tracing::info!(iface = %opts.iface, workers, tcp_offload = offloads.tcp, udp_offload = offloads.udp, "TUN device created");
+        let queues: Vec<Arc<TunQueue>> = queues.into_iter().map(Arc::new).collect();
         let sockets = UdpSocket::bind_group(0, 0, workers)
             .map_err(|e| format!("cannot open a UDP socket: {e}"))?;
         let wakers = (0..workers)
             .map(|_| Waker::new())
             .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("cannot create an eventfd: {e}"))?;
+        let tcp_poll =
+            mio::Poll::new().map_err(|e| format!("cannot create an epoll instance: {e}"))?;
+        let tcp_waker = mio::Waker::new(tcp_poll.registry(), tcp::WAKER_TOKEN)
             .map_err(|e| format!("cannot create an eventfd: {e}"))?;
         let shared = Arc::new(Shared {
             device: Device::new(Instant::now()),
@@ -83,9 +97,16 @@ impl Engine {
             timer_wake: (Mutex::new(false), Condvar::new()),
             shutdown: (Mutex::new(None), Condvar::new()),
             control_stats: WorkerStats::default(),
+            tcp: tcp::TcpHandoff::new(tcp_waker),
+            tcp_control: Mutex::new(tcp::Control::default()),
+            tcp_control_dirty: AtomicBool::new(false),
+            tcp_port: std::sync::atomic::AtomicU16::new(0),
         });
         let mut stats = Vec::new();
         let mut threads = Vec::new();
+        // The TCP owner writes what it decrypts through worker 0's queue: a queue of its own would also
+        // receive outgoing packets (the kernel spreads flows over all queues) that nobody reads.
+        let tcp_tun = queues[0].clone();
         for (index, tun) in queues.into_iter().enumerate() {
             let s = Arc::new(WorkerStats::default());
             stats.push(s.clone());
@@ -101,6 +122,21 @@ impl Engine {
                 .map_err(|e| format!("cannot start a worker thread: {e}"))?;
             threads.push(t);
         }
+        let tcp_stats = Arc::new(WorkerStats::default());
+        stats.push(tcp_stats.clone());
+        let limits = tcp::Limits {
+            max_unauthenticated: match opts.tcp_max_unauthenticated {
+                0 => DEFAULT_TCP_MAX_UNAUTHENTICATED,
+                n => n,
+            },
+        };
+        let sh = shared.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("fw-tcp".into())
+                .spawn(move || tcp::run(sh, tcp_poll, tcp_tun, tcp_stats, limits))
+                .map_err(|e| format!("cannot start the TCP thread: {e}"))?,
+        );
         let sh = shared.clone();
         threads.push(
             std::thread::Builder::new()
@@ -114,6 +150,7 @@ impl Engine {
             threads: Mutex::new(threads),
             config_lock: Mutex::new(()),
             configured_port: std::sync::atomic::AtomicU16::new(0),
+            tcp_dial_targets: Mutex::new(std::collections::HashMap::new()),
             iface: opts.iface,
             offloads,
         })
@@ -139,6 +176,10 @@ impl Engine {
                     .map_err(|e| SetError::Io(format!("cannot set fwmark: {e}")))?;
             }
             self.shared.fwmark.store(fwmark, Ordering::Relaxed);
+            self.shared.control_tcp(|c| c.fwmark = Some(fwmark));
+        }
+        if let Some(port) = update.listen_tcp_port {
+            self.set_tcp_port(port)?;
         }
         if let Some(port) = update.listen_port {
             // As wireguard-go: only a change of the configured port rebinds (so a repeated
@@ -164,12 +205,19 @@ impl Engine {
         if let Some(key) = update.private_key {
             device.set_private_key(key);
         }
+        let mut targets = self
+            .tcp_dial_targets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let targets_before = targets.clone();
         if update.replace_peers {
             device.clear_peers();
+            targets.clear();
         }
         for p in &update.peers {
             if p.remove {
                 device.remove_peer(&p.public_key);
+                targets.remove(&p.public_key);
                 continue;
             }
             if p.update_only && device.peer(&p.public_key).is_none() {
@@ -183,7 +231,16 @@ impl Engine {
                 peer.set_preshared_key(psk);
             }
             if let Some(endpoint) = p.endpoint {
+                let endpoint = config::Endpoint {
+                    transport: endpoint.transport,
+                    addr: fastwire_io::udp::canonical(endpoint.addr),
+                };
                 peer.set_endpoint(endpoint);
+                if endpoint.is_tcp() {
+                    targets.insert(p.public_key, endpoint.addr);
+                } else {
+                    targets.remove(&p.public_key);
+                }
             }
             if p.replace_allowed_ips || !p.allowed_ips.is_empty() {
                 let ips: Vec<_> = p.allowed_ips.iter().map(|a| (a.addr, a.cidr)).collect();
@@ -200,8 +257,38 @@ impl Engine {
                 }
             }
         }
+        if *targets != targets_before {
+            let mut list: Vec<_> = targets.values().copied().collect();
+            list.sort();
+            list.dedup();
+            self.shared.control_tcp(|c| c.dial_targets = Some(list));
+        }
+        drop(targets);
         device.take_timers_dirty();
         self.shared.wake_timer();
+        Ok(())
+    }
+
+    /// Opens, moves or closes (port 0) the TCP listener. Bound here so a taken port is an error of the
+    /// `set`, not a log line.
+    fn set_tcp_port(&self, port: u16) -> Result<(), SetError> {
+        if port == self.shared.tcp_port.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let listener = if port == 0 {
+            None
+        } else {
+            let fwmark = self.shared.fwmark.load(Ordering::Relaxed);
+            Some(fastwire_io::tcp::listen(port, fwmark).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AddrInUse {
+                    SetError::TcpPortInUse(port)
+                } else {
+                    SetError::Io(format!("cannot listen on TCP port {port}: {e}"))
+                }
+            })?)
+        };
+        self.shared.control_tcp(|c| c.listener = Some(listener));
+        self.shared.tcp_port.store(port, Ordering::Relaxed);
         Ok(())
     }
 
@@ -243,6 +330,7 @@ impl Engine {
         DeviceSnapshot {
             private_key: device.private_key(),
             listen_port: self.listen_port().unwrap_or(0),
+            listen_tcp_port: self.shared.tcp_port.load(Ordering::Relaxed),
             fwmark: self.shared.fwmark.load(Ordering::Relaxed),
             peers,
         }
@@ -286,6 +374,7 @@ impl Engine {
         self.shared.request_shutdown(ShutdownReason::Requested);
         self.shared.wake_workers();
         self.shared.wake_timer();
+        self.shared.tcp.wake();
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
         for t in threads {
             let _ = t.join();

@@ -1,11 +1,12 @@
 //! State shared by the workers and the timer thread, and the send helpers both use.
 
 use crate::stats::{Counter, SendDrop, WorkerStats};
+use crate::tcp::{Outbox, TcpHandoff};
 use arc_swap::ArcSwapOption;
 use fastwire_io::poll::Waker;
 use fastwire_io::udp::UdpSocket;
 use fastwire_proto::messages::INITIATION_LEN;
-use fastwire_proto::{DATA_HEADER_LEN, Device, Peer, SendError};
+use fastwire_proto::{DATA_HEADER_LEN, Device, Endpoint, Peer, SendError, Transport};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -33,6 +34,14 @@ pub(crate) struct Shared {
     pub shutdown: (Mutex<Option<ShutdownReason>>, Condvar),
     /// Counters for the timer thread and the control plane (workers have their own).
     pub control_stats: WorkerStats,
+    /// Frames for TCP connections, handed to the TCP owner thread.
+    pub tcp: TcpHandoff,
+    /// Configuration for the TCP owner (listener, fwmark, connections to keep up).
+    pub tcp_control: Mutex<crate::tcp::Control>,
+    /// Set after changing `tcp_control`, so the owner's loop looks at the lock only when needed.
+    pub tcp_control_dirty: AtomicBool,
+    /// The TCP listen port (0 = none).
+    pub tcp_port: std::sync::atomic::AtomicU16,
 }
 
 pub(crate) fn wall_clock() -> Duration {
@@ -72,14 +81,47 @@ impl Shared {
         })
     }
 
+    /// Hands a configuration change to the TCP owner.
+    pub fn control_tcp(&self, change: impl FnOnce(&mut crate::tcp::Control)) {
+        change(&mut self.tcp_control.lock().unwrap_or_else(|p| p.into_inner()));
+        self.tcp_control_dirty.store(true, Ordering::Release);
+        self.tcp.wake();
+    }
+
     pub fn mtu(&self) -> usize {
         self.mtu.load(Ordering::Relaxed)
+    }
+
+    /// Sends one message (handshake, cookie reply, a lone data message) over the endpoint's transport.
+    pub fn send_message(
+        &self,
+        tx: &mut Transmit,
+        to: Endpoint,
+        msg: &[u8],
+        stats: &WorkerStats,
+    ) -> bool {
+        match to.transport {
+            Transport::Udp => {
+                let sent = tx.udp.is_some_and(|s| s.send_to(msg, to.addr).is_ok());
+                if !sent {
+                    stats.send_drop(SendDrop::SendFailed, 1);
+                }
+                sent
+            }
+            Transport::Tcp => {
+                let queued = tx.outbox.push(&self.tcp, to.addr, msg);
+                if !queued {
+                    stats.send_drop(SendDrop::TcpQueueFull, 1);
+                }
+                queued
+            }
+        }
     }
 
     /// Sends a handshake initiation to `peer` if it has an endpoint and one is due.
     pub fn initiate(
         &self,
-        socket: &UdpSocket,
+        tx: &mut Transmit,
         peer: &Arc<Peer>,
         retry: bool,
         now: Instant,
@@ -94,9 +136,7 @@ impl Shared {
             .create_initiation(peer, now, wall_clock(), retry, &mut msg)
         {
             stats.count(Counter::HandshakesSent, 1);
-            if socket.send_to(&msg[..n], endpoint).is_err() {
-                stats.send_drop(SendDrop::SendFailed, 1);
-            }
+            self.send_message(tx, endpoint, &msg[..n], stats);
         }
     }
 
@@ -104,7 +144,7 @@ impl Shared {
     /// stages the packet and starts a handshake. `len == 0` sends a keepalive.
     pub fn seal_and_send(
         &self,
-        socket: &UdpSocket,
+        tx: &mut Transmit,
         peer: &Arc<Peer>,
         buf: &mut [u8],
         len: usize,
@@ -113,20 +153,18 @@ impl Shared {
     ) {
         match self.device.seal(peer, buf, len, self.mtu(), now) {
             Ok(sealed) => {
-                if socket.send_to(&buf[..sealed.len], sealed.endpoint).is_ok() {
+                if self.send_message(tx, sealed.endpoint, &buf[..sealed.len], stats) {
                     stats.count(Counter::TxPackets, 1);
-                } else {
-                    stats.send_drop(SendDrop::SendFailed, 1);
                 }
                 if sealed.rekey {
-                    self.initiate(socket, peer, false, now, stats);
+                    self.initiate(tx, peer, false, now, stats);
                 }
             }
             Err(SendError::NoSession) => {
                 if len > 0 && !peer.stage(&buf[DATA_HEADER_LEN..DATA_HEADER_LEN + len]) {
                     stats.send_drop(SendDrop::StagedOverflow, 1);
                 }
-                self.initiate(socket, peer, false, now, stats);
+                self.initiate(tx, peer, false, now, stats);
             }
             Err(SendError::NoEndpoint) => stats.send_drop(SendDrop::NoEndpoint, 1),
             Err(SendError::NoRoom) => stats.send_drop(SendDrop::SendFailed, 1),
@@ -137,7 +175,7 @@ impl Shared {
     /// keepalive instead (the initiator must confirm a new session; a confirmed responder need not).
     pub fn flush_staged(
         &self,
-        socket: &UdpSocket,
+        tx: &mut Transmit,
         peer: &Arc<Peer>,
         buf: &mut [u8],
         now: Instant,
@@ -149,7 +187,7 @@ impl Shared {
             if !keepalive_if_none {
                 return;
             }
-            self.seal_and_send(socket, peer, buf, 0, now, stats);
+            self.seal_and_send(tx, peer, buf, 0, now, stats);
             return;
         }
         for packet in staged {
@@ -157,9 +195,16 @@ impl Shared {
                 continue;
             };
             slot.copy_from_slice(&packet);
-            self.seal_and_send(socket, peer, buf, packet.len(), now, stats);
+            self.seal_and_send(tx, peer, buf, packet.len(), now, stats);
         }
     }
+}
+
+/// Where one thread sends: its UDP socket (none while the port is being rebound) and its batch of frames
+/// for the TCP owner, flushed at the end of each round.
+pub(crate) struct Transmit<'a> {
+    pub udp: Option<&'a UdpSocket>,
+    pub outbox: &'a mut Outbox,
 }
 
 /// A counted reference to one socket of the current group.

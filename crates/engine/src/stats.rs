@@ -18,16 +18,25 @@ pub enum SendDrop {
     SendFailed,
     /// Not an IPv4/IPv6 packet.
     NotIp,
+    /// No free buffer to hand a frame to the TCP owner (it is behind).
+    TcpQueueFull,
+    /// The TCP connection to the peer's endpoint is closed (or still reconnecting).
+    TcpNotConnected,
+    /// The connection's send queue was full (the path is slower than the tunnel's input).
+    TcpBackpressure,
 }
 
 impl SendDrop {
-    pub const ALL: [SendDrop; 6] = [
+    pub const ALL: [SendDrop; 9] = [
         SendDrop::NoRoute,
         SendDrop::NoEndpoint,
         SendDrop::StagedOverflow,
         SendDrop::HandshakeGaveUp,
         SendDrop::SendFailed,
         SendDrop::NotIp,
+        SendDrop::TcpQueueFull,
+        SendDrop::TcpNotConnected,
+        SendDrop::TcpBackpressure,
     ];
 
     pub fn name(self) -> &'static str {
@@ -38,6 +47,9 @@ impl SendDrop {
             SendDrop::HandshakeGaveUp => "tx_handshake_gave_up",
             SendDrop::SendFailed => "tx_udp_send_failed",
             SendDrop::NotIp => "tx_not_ip",
+            SendDrop::TcpQueueFull => "tx_tcp_handoff_full",
+            SendDrop::TcpNotConnected => "tx_tcp_not_connected",
+            SendDrop::TcpBackpressure => "tx_tcp_backpressure",
         }
     }
 }
@@ -50,21 +62,85 @@ pub enum Counter {
     TunWriteFailed,
     HandshakesSent,
     CookieRepliesSent,
+    TcpAccepted,
+    TcpConnected,
 }
 
-const COUNTERS: [(Counter, &str); 5] = [
+const COUNTERS: [(Counter, &str); 7] = [
     (Counter::RxPackets, "rx_packets"),
     (Counter::TxPackets, "tx_packets"),
     (Counter::TunWriteFailed, "rx_tun_write_failed"),
     (Counter::HandshakesSent, "handshake_initiations_sent"),
     (Counter::CookieRepliesSent, "cookie_replies_sent"),
+    (Counter::TcpAccepted, "tcp_connections_accepted"),
+    (Counter::TcpConnected, "tcp_connections_established"),
 ];
+
+/// Why a TCP connection was closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpClose {
+    /// The other side closed it (FIN).
+    ByPeer,
+    /// A socket error (reset, timeout).
+    Error,
+    /// An outgoing connection could not be established.
+    ConnectFailed,
+    /// A frame of length 0.
+    ZeroLength,
+    /// A frame that is no WireGuard message.
+    Malformed,
+    /// An unauthenticated connection sent a message that did not authenticate.
+    Unauthenticated,
+    /// No valid handshake in time after accepting.
+    AuthTimeout,
+    /// Authenticated but silent for too long.
+    Idle,
+    /// The oldest unauthenticated connection, closed to admit a new one over the cap.
+    Evicted,
+    /// Refused at accept: the connection table is full.
+    TableFull,
+    /// No longer configured (peer removed, endpoint changed, listener closed).
+    Unconfigured,
+}
+
+impl TcpClose {
+    pub const ALL: [TcpClose; 11] = [
+        TcpClose::ByPeer,
+        TcpClose::Error,
+        TcpClose::ConnectFailed,
+        TcpClose::ZeroLength,
+        TcpClose::Malformed,
+        TcpClose::Unauthenticated,
+        TcpClose::AuthTimeout,
+        TcpClose::Idle,
+        TcpClose::Evicted,
+        TcpClose::TableFull,
+        TcpClose::Unconfigured,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TcpClose::ByPeer => "by_peer",
+            TcpClose::Error => "error",
+            TcpClose::ConnectFailed => "connect_failed",
+            TcpClose::ZeroLength => "zero_length_frame",
+            TcpClose::Malformed => "malformed_frame",
+            TcpClose::Unauthenticated => "unauthenticated_message",
+            TcpClose::AuthTimeout => "no_handshake_in_time",
+            TcpClose::Idle => "idle",
+            TcpClose::Evicted => "evicted_unauthenticated",
+            TcpClose::TableFull => "table_full",
+            TcpClose::Unconfigured => "unconfigured",
+        }
+    }
+}
 
 #[derive(Default)]
 pub struct WorkerStats {
     recv_drops: [AtomicU64; RecvDrop::ALL.len()],
     send_drops: [AtomicU64; SendDrop::ALL.len()],
     counters: [AtomicU64; COUNTERS.len()],
+    tcp_closes: [AtomicU64; TcpClose::ALL.len()],
 }
 
 fn bump(c: &AtomicU64, by: u64) {
@@ -84,6 +160,11 @@ impl WorkerStats {
     pub fn send_drop(&self, reason: SendDrop, n: u64) {
         let i = SendDrop::ALL.iter().position(|r| *r == reason).unwrap_or(0);
         bump(&self.send_drops[i], n);
+    }
+
+    pub fn tcp_closed(&self, reason: TcpClose) {
+        let i = TcpClose::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        bump(&self.tcp_closes[i], 1);
     }
 
     pub fn count(&self, c: Counter, n: u64) {
@@ -111,6 +192,12 @@ pub fn summarize<'a>(all: impl Iterator<Item = &'a WorkerStats> + Clone) -> Vec<
         out.push((
             format!("drop_{}", r.name()),
             sum(&|w| w.send_drops[i].load(Ordering::Relaxed)),
+        ));
+    }
+    for (i, r) in TcpClose::ALL.iter().enumerate() {
+        out.push((
+            format!("tcp_closed_{}", r.name()),
+            sum(&|w| w.tcp_closes[i].load(Ordering::Relaxed)),
         ));
     }
     out

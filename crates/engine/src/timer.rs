@@ -1,8 +1,9 @@
 //! The timer thread: sleeps until the earliest protocol deadline (or a wake-up) and acts on it.
 //! With no traffic and no persistent keepalive there is no deadline and it sleeps indefinitely.
 
-use crate::shared::Shared;
+use crate::shared::{Shared, Transmit};
 use crate::stats::SendDrop;
+use crate::tcp::Outbox;
 use fastwire_proto::{DATA_HEADER_LEN, TAILROOM};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -11,6 +12,7 @@ use std::time::Instant;
 pub(crate) fn run(shared: Arc<Shared>) {
     let mut buf = vec![0u8; DATA_HEADER_LEN + 65535 + TAILROOM];
     let stats = &shared.control_stats;
+    let mut outbox = Outbox::default();
     loop {
         {
             let (lock, cv) = &shared.timer_wake;
@@ -44,16 +46,18 @@ pub(crate) fn run(shared: Arc<Shared>) {
             return;
         }
         let now = Instant::now();
-        let Some(socket) = shared.socket(0) else {
-            continue;
+        let socket = shared.socket(0);
+        let mut tx = Transmit {
+            udp: socket.as_deref(),
+            outbox: &mut outbox,
         };
         for peer in shared.device.peers() {
             let ev = shared.device.poll_timers(&peer, now);
             if ev.send_initiation {
-                shared.initiate(&socket, &peer, ev.retry, now, stats);
+                shared.initiate(&mut tx, &peer, ev.retry, now, stats);
             }
             if ev.send_keepalive {
-                shared.seal_and_send(&socket, &peer, &mut buf, 0, now, stats);
+                shared.seal_and_send(&mut tx, &peer, &mut buf, 0, now, stats);
             }
             if ev.gave_up {
                 let n = peer.clear_staged() as u64;
@@ -62,6 +66,7 @@ pub(crate) fn run(shared: Arc<Shared>) {
                 }
             }
         }
+        outbox.flush(&shared.tcp);
         shared.device.take_timers_dirty();
     }
 }

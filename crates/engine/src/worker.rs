@@ -6,14 +6,14 @@
 //! check -> one batched TUN write that coalesces TCP segments (GRO). It sleeps in poll(2) when idle and
 //! never awaits; all buffers belong to the worker and are allocated once.
 
-use crate::shared::{Shared, ShutdownReason};
+use crate::shared::{Shared, ShutdownReason, Transmit};
 use crate::stats::{Counter, SendDrop, WorkerStats};
+use crate::tcp::Outbox;
 use fastwire_io::poll::{Ready, wait};
 use fastwire_io::tun::{GroTable, MAX_SEGMENTS, TunQueue, VIRTIO_NET_HDR_LEN};
 use fastwire_io::udp::{MAX_GSO_BYTES, RecvMeta, UdpSocket};
 use fastwire_proto::{DATA_HEADER_LEN, Incoming, Peer, TAILROOM};
 use std::io::{self, ErrorKind, IoSliceMut};
-use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -43,7 +43,7 @@ const _: () = assert!(
 pub(crate) struct Worker {
     pub index: usize,
     pub shared: Arc<Shared>,
-    pub tun: TunQueue,
+    pub tun: Arc<TunQueue>,
     pub stats: Arc<WorkerStats>,
 }
 
@@ -88,7 +88,7 @@ struct RxBuffers {
 /// Ciphertexts for one peer and endpoint, all `segment` long except perhaps the last: one GSO send.
 struct Run {
     peer: Arc<Peer>,
-    endpoint: SocketAddr,
+    endpoint: fastwire_proto::Endpoint,
     /// First arena slot (for runs that are sent in place).
     start: usize,
     count: usize,
@@ -117,6 +117,7 @@ impl Worker {
         let mut mtu_checked = Instant::now();
         let waker = &self.shared.worker_wakers[self.index];
         let mut ready = [Ready::default(); 3];
+        let mut outbox = Outbox::default();
         while !self.shared.stop.load(Ordering::Relaxed) {
             let socket = self.shared.socket(self.index);
             let tun_fd = self.tun.as_raw_fd();
@@ -147,12 +148,19 @@ impl Worker {
                 // No socket (being rebound): packets from the TUN device have nowhere to go yet.
                 continue;
             };
-            if ready[0].readable && !self.handle_tun(&socket, &mut tx, &mut scratch) {
+            let mut out = Transmit {
+                udp: Some(&socket),
+                outbox: &mut outbox,
+            };
+            if ready[0].readable && !self.handle_tun(&socket, &mut out, &mut tx, &mut scratch) {
                 return;
             }
-            if ready[2].readable && !self.handle_udp(&socket, &mut rx, &mut scratch, &mut reply) {
+            if ready[2].readable
+                && !self.handle_udp(&socket, &mut out, &mut rx, &mut scratch, &mut reply)
+            {
                 return;
             }
+            outbox.flush(&self.shared.tcp);
             if self.shared.device.take_timers_dirty() {
                 self.shared.wake_timer();
             }
@@ -178,14 +186,21 @@ impl Worker {
     ///
     /// Each round first fills the arena (one TSO super-packet, or up to [`TUN_READS_PER_FILL`] single
     /// packets), then seals everything and sends same-peer runs with one GSO send each.
-    fn handle_tun(&self, socket: &UdpSocket, tx: &mut TxBuffers, scratch: &mut [u8]) -> bool {
+    fn handle_tun(
+        &self,
+        socket: &UdpSocket,
+        out: &mut Transmit,
+        tx: &mut TxBuffers,
+        scratch: &mut [u8],
+    ) -> bool {
         let now = Instant::now();
         for _ in 0..TUN_ROUNDS_PER_WAKE {
             let (filled, drained) = match self.fill_from_tun(tx) {
                 Some(r) => r,
                 None => return false,
             };
-            self.seal_and_send_runs(socket, tx, filled, scratch, now);
+            self.seal_and_send_runs(socket, out, tx, filled, scratch, now);
+            out.outbox.flush(&self.shared.tcp);
             if drained {
                 break;
             }
@@ -229,6 +244,7 @@ impl Worker {
     fn seal_and_send_runs(
         &self,
         socket: &UdpSocket,
+        out: &mut Transmit,
         tx: &mut TxBuffers,
         filled: usize,
         scratch: &mut [u8],
@@ -258,17 +274,31 @@ impl Worker {
                     copy[DATA_HEADER_LEN..DATA_HEADER_LEN + len]
                         .copy_from_slice(&slot[DATA_HEADER_LEN..DATA_HEADER_LEN + len]);
                     self.shared
-                        .seal_and_send(socket, &peer, copy, len, now, &self.stats);
+                        .seal_and_send(out, &peer, copy, len, now, &self.stats);
                     continue;
                 }
             };
             if sealed.rekey {
-                self.shared.initiate(socket, &peer, false, now, &self.stats);
+                self.shared.initiate(out, &peer, false, now, &self.stats);
+            }
+            if sealed.endpoint.is_tcp() {
+                // Framed into the batch for the TCP owner: runs of frames leave in one writev there.
+                let at = i * stride;
+                let ciphertext = &tx.arena[at..at + sealed.len];
+                if out
+                    .outbox
+                    .push(&self.shared.tcp, sealed.endpoint.addr, ciphertext)
+                {
+                    self.stats.count(Counter::TxPackets, 1);
+                } else {
+                    self.stats.send_drop(SendDrop::TcpQueueFull, 1);
+                }
+                continue;
             }
             if sealed.len > MAX_GSO_BYTES {
                 // Only with an MTU near 64 KiB: too big for a GSO run, send it alone.
                 let at = i * stride;
-                match socket.send_to(&tx.arena[at..at + sealed.len], sealed.endpoint) {
+                match socket.send_to(&tx.arena[at..at + sealed.len], sealed.endpoint.addr) {
                     Ok(_) => self.stats.count(Counter::TxPackets, 1),
                     Err(_) => self.stats.send_drop(SendDrop::SendFailed, 1),
                 }
@@ -323,7 +353,7 @@ impl Worker {
         } else {
             &tx.gather[..run.bytes]
         };
-        match socket.send_segments(contents, run.segment, run.endpoint) {
+        match socket.send_segments(contents, run.segment, run.endpoint.addr) {
             Ok(()) => self.stats.count(Counter::TxPackets, run.count as u64),
             Err(_) => self.stats.send_drop(SendDrop::SendFailed, run.count as u64),
         }
@@ -333,6 +363,7 @@ impl Worker {
     fn handle_udp(
         &self,
         socket: &UdpSocket,
+        out: &mut Transmit,
         rx: &mut RxBuffers,
         scratch: &mut [u8],
         reply: &mut [u8],
@@ -373,10 +404,10 @@ impl Worker {
                             confirmed,
                         } => {
                             self.stats.count(Counter::RxPackets, 1);
-                            let out = &mut rx.to_tun[rx.pending];
-                            out.clear();
-                            out.extend_from_slice(&[0u8; DATA_HEADER_LEN]);
-                            out.extend_from_slice(
+                            let plain = &mut rx.to_tun[rx.pending];
+                            plain.clear();
+                            plain.extend_from_slice(&[0u8; DATA_HEADER_LEN]);
+                            plain.extend_from_slice(
                                 &datagram[DATA_HEADER_LEN..DATA_HEADER_LEN + len],
                             );
                             rx.pending += 1;
@@ -384,11 +415,11 @@ impl Worker {
                                 return false;
                             }
                             if rekey {
-                                self.shared.initiate(socket, &peer, false, now, &self.stats);
+                                self.shared.initiate(out, &peer, false, now, &self.stats);
                             }
                             if confirmed {
                                 self.shared.flush_staged(
-                                    socket,
+                                    out,
                                     &peer,
                                     scratch,
                                     now,
@@ -400,7 +431,7 @@ impl Worker {
                         Incoming::Keepalive { peer, confirmed } => {
                             if confirmed {
                                 self.shared.flush_staged(
-                                    socket,
+                                    out,
                                     &peer,
                                     scratch,
                                     now,
@@ -421,7 +452,7 @@ impl Worker {
                         }
                         Incoming::HandshakeComplete { peer } => {
                             self.shared
-                                .flush_staged(socket, &peer, scratch, now, &self.stats, true)
+                                .flush_staged(out, &peer, scratch, now, &self.stats, true)
                         }
                         Incoming::Dropped(reason) => self.stats.recv_drop(reason),
                     }

@@ -7,11 +7,16 @@
 //! overrides an earlier one. Where `wg` would say "Line unrecognized" we say which line and why, as
 //! `FILE:LINE: reason`.
 //!
-//! fastwire adds one key to `[Interface]`: `Workers = N`, the number of data-plane worker threads
-//! (default: one per online CPU; `fastwire up --workers N` overrides it).
+//! fastwire adds its own keys where WireGuard has none:
+//! - `[Interface] Workers = N`: data-plane worker threads (default: one per online CPU;
+//!   `fastwire up --workers N` overrides it).
+//! - `[Interface] ListenTcpPort = N`: also accept WireGuard-over-TCP connections on TCP port N.
+//! - `[Peer] Endpoint = tcp://host:port`: reach this peer over TCP (fastwire connects, and reconnects).
 
 use crate::keys::decode_key;
-use fastwire_engine::config::{AllowedIp, DeviceUpdate, Key, PeerUpdate};
+use fastwire_engine::config::{
+    AllowedIp, DeviceUpdate, Endpoint as PeerEndpoint, Key, PeerUpdate, Transport,
+};
 use std::collections::HashMap;
 use std::fmt;
 use std::io::Read;
@@ -43,6 +48,8 @@ pub struct QuickConfig {
 pub struct InterfaceSection {
     pub private_key: Key,
     pub listen_port: Option<u16>,
+    /// fastwire's own key: the TCP port to accept WireGuard-over-TCP on (1-65535).
+    pub listen_tcp_port: Option<u16>,
     /// `Some(0)` is `FwMark = off`.
     pub fwmark: Option<u32>,
     pub addresses: Vec<InterfaceAddress>,
@@ -104,6 +111,8 @@ pub struct PeerSection {
 /// An `Endpoint =` as written; host names are resolved only when the tunnel comes up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
+    /// `tcp://host:port` selects TCP; a bare `host:port` is UDP, as in `wg`.
+    pub transport: Transport,
     pub host: String,
     pub port: u16,
     pub line: usize,
@@ -123,6 +132,9 @@ impl Endpoint {
 
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.transport == Transport::Tcp {
+            f.write_str(fastwire_proto::endpoint::TCP_SCHEME)?;
+        }
         if self.host.contains(':') {
             write!(f, "[{}]:{}", self.host, self.port)
         } else {
@@ -149,17 +161,22 @@ impl QuickConfig {
             if let Some(endpoint) = &peer.endpoint {
                 let addr = resolve(endpoint)
                     .map_err(|reason| format!("{}:{}: {reason}", self.source, endpoint.line))?;
-                update.endpoint = Some(addr);
+                update.endpoint = Some(PeerEndpoint {
+                    transport: endpoint.transport,
+                    addr,
+                });
             }
             update.persistent_keepalive = peer.persistent_keepalive;
             update.replace_allowed_ips = true;
             update.allowed_ips = peer.allowed_ips.clone();
             peers.push(update);
         }
-        // Like `wg setconf`: unset port and mark mean "random port" and "no mark".
+        // Like `wg setconf`: unset port and mark mean "random port" and "no mark"; unset TCP port
+        // means no TCP listener.
         Ok(DeviceUpdate {
             private_key: Some(Some(self.interface.private_key)),
             listen_port: Some(self.interface.listen_port.unwrap_or(0)),
+            listen_tcp_port: Some(self.interface.listen_tcp_port.unwrap_or(0)),
             fwmark: Some(self.interface.fwmark.unwrap_or(0)),
             replace_peers: true,
             peers,
@@ -420,6 +437,9 @@ impl<'a> Parser<'a> {
                 }
             }
             "workers" => self.interface.workers = Some(parse_workers(value)?),
+            "listentcpport" => {
+                self.interface.listen_tcp_port = Some(parse_tcp_port(non_empty(key, value)?)?)
+            }
             // `wg`'s keys: whitespace anywhere in the line is insignificant.
             _ => {
                 let value = without_spaces(value);
@@ -577,6 +597,19 @@ fn parse_port(value: &str) -> Result<u16, String> {
         })
 }
 
+/// Unlike `ListenPort`, 0 is refused: there is no random TCP port (clients must know where to connect).
+fn parse_tcp_port(value: &str) -> Result<u16, String> {
+    parse_decimal(value)
+        .and_then(|n| u16::try_from(n).ok())
+        .filter(|&n| n != 0)
+        .ok_or_else(|| {
+            format!(
+                "ListenTcpPort {} is not a port number (1-65535)",
+                quoted(value)
+            )
+        })
+}
+
 fn parse_fwmark(value: &str) -> Result<u32, String> {
     if value.eq_ignore_ascii_case("off") {
         return Ok(0);
@@ -704,16 +737,28 @@ fn parse_dns_entry(word: &str) -> Result<DnsEntry, String> {
     }
 }
 
-/// `host:port` or `[v6-or-host]:port`; the port is the part after the last colon, as in `wg`.
+/// `host:port` or `[v6-or-host]:port` (UDP), or either behind `tcp://` (TCP; the scheme in any case,
+/// as URL schemes are); the port is the part after the last colon, as in `wg`.
 fn parse_endpoint(value: &str, line: usize) -> Result<Endpoint, String> {
+    let (transport, address) = match value.split_once("://") {
+        None => (Transport::Udp, value),
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("tcp") => (Transport::Tcp, rest),
+        Some((scheme, _)) => {
+            return Err(format!(
+                "Endpoint {} has an unknown scheme {}: use host:port (UDP) or tcp://host:port (TCP)",
+                quoted(value),
+                quoted(&format!("{scheme}://"))
+            ));
+        }
+    };
     let no_port = || format!("Endpoint {} has no :port", quoted(value));
-    let (host, port) = if let Some(rest) = value.strip_prefix('[') {
+    let (host, port) = if let Some(rest) = address.strip_prefix('[') {
         let (host, after) = rest
             .split_once(']')
             .ok_or_else(|| format!("Endpoint {} has no matching ']'", quoted(value)))?;
         (host, after.strip_prefix(':').ok_or_else(no_port)?)
     } else {
-        value.rsplit_once(':').ok_or_else(no_port)?
+        address.rsplit_once(':').ok_or_else(no_port)?
     };
     if host.is_empty() {
         return Err(format!("Endpoint {} has no host", quoted(value)));
@@ -726,6 +771,7 @@ fn parse_endpoint(value: &str, line: usize) -> Result<Endpoint, String> {
         .filter(|&n| n != 0)
         .ok_or_else(|| format!("Endpoint {} has no valid port (1-65535)", quoted(value)))?;
     Ok(Endpoint {
+        transport,
         host: host.to_string(),
         port,
         line,
@@ -888,6 +934,7 @@ mod tests {
         assert_eq!(
             peer.endpoint,
             Some(Endpoint {
+                transport: Transport::Udp,
                 host: "10.77.0.2".into(),
                 port: 51820,
                 line: 6
@@ -1031,6 +1078,178 @@ mod tests {
         // Like `wg`: without brackets the port follows the last colon.
         let e = endpoint("fd77::2:4500");
         assert_eq!((e.host.as_str(), e.port), ("fd77::2", 4500));
+        assert_eq!(e.transport, Transport::Udp);
+    }
+
+    #[test]
+    fn tcp_endpoint_forms() {
+        let endpoint = |v: &str| {
+            ok(&with_interface(&format!(
+                "[Peer]\nPublicKey = {PEER_A}\nEndpoint = {v}\n"
+            )))
+            .peers[0]
+                .endpoint
+                .clone()
+                .unwrap()
+        };
+        for (written, host, port, shown) in [
+            (
+                "tcp://vpn.example.com:443",
+                "vpn.example.com",
+                443,
+                "tcp://vpn.example.com:443",
+            ),
+            (
+                "tcp://10.77.0.2:8443",
+                "10.77.0.2",
+                8443,
+                "tcp://10.77.0.2:8443",
+            ),
+            ("tcp://[fd77::2]:443", "fd77::2", 443, "tcp://[fd77::2]:443"),
+            (
+                "TCP://10.77.0.2:443",
+                "10.77.0.2",
+                443,
+                "tcp://10.77.0.2:443",
+            ),
+            (
+                "tcp :// 10.77.0.2 : 443",
+                "10.77.0.2",
+                443,
+                "tcp://10.77.0.2:443",
+            ),
+        ] {
+            let e = endpoint(written);
+            assert_eq!(e.transport, Transport::Tcp, "{written}");
+            assert_eq!(
+                (e.host.as_str(), e.port, e.line),
+                (host, port, 5),
+                "{written}"
+            );
+            assert_eq!(e.to_string(), shown);
+        }
+    }
+
+    #[test]
+    fn listen_tcp_port_forms() {
+        let port = |v: &str| {
+            ok(&with_interface(&format!("ListenTcpPort = {v}\n")))
+                .interface
+                .listen_tcp_port
+        };
+        assert_eq!(port("443"), Some(443));
+        assert_eq!(port("65535"), Some(65535));
+        assert_eq!(port("1"), Some(1));
+        let config = ok(&with_interface("listentcpport=80\nListenTcpPort = 8443\n"));
+        assert_eq!(
+            config.interface.listen_tcp_port,
+            Some(8443),
+            "the last one wins"
+        );
+        assert_eq!(ok(&with_interface("")).interface.listen_tcp_port, None);
+    }
+
+    #[test]
+    fn tcp_errors_name_file_and_line() {
+        let peer = format!("[Peer]\nPublicKey = {PEER_A}\n");
+        let cases: Vec<(String, &str)> = vec![
+            (
+                with_interface("ListenTcpPort = 0\n"),
+                "wg0.conf:3: ListenTcpPort '0' is not a port number (1-65535)",
+            ),
+            (
+                with_interface("ListenTcpPort = 65536\n"),
+                "wg0.conf:3: ListenTcpPort '65536' is not a port number (1-65535)",
+            ),
+            (
+                with_interface("ListenTcpPort = https\n"),
+                "wg0.conf:3: ListenTcpPort 'https' is not a port number (1-65535)",
+            ),
+            (
+                with_interface("ListenTcpPort = -443\n"),
+                "wg0.conf:3: ListenTcpPort '-443' is not a port number (1-65535)",
+            ),
+            (
+                with_interface("ListenTcpPort =\n"),
+                "wg0.conf:3: 'ListenTcpPort' has no value",
+            ),
+            (
+                with_interface(&format!("{peer}ListenTcpPort = 443\n")),
+                "wg0.conf:5: unknown key 'ListenTcpPort' in [Peer]",
+            ),
+            (
+                with_interface(&format!("{peer}Endpoint = udp://10.77.0.2:51820\n")),
+                "wg0.conf:5: Endpoint 'udp://10.77.0.2:51820' has an unknown scheme 'udp://': use host:port (UDP) or tcp://host:port (TCP)",
+            ),
+            (
+                with_interface(&format!("{peer}Endpoint = https://vpn.example:443\n")),
+                "wg0.conf:5: Endpoint 'https://vpn.example:443' has an unknown scheme 'https://': use host:port (UDP) or tcp://host:port (TCP)",
+            ),
+            (
+                with_interface(&format!("{peer}Endpoint = tcp://10.77.0.2\n")),
+                "wg0.conf:5: Endpoint 'tcp://10.77.0.2' has no :port",
+            ),
+            (
+                with_interface(&format!("{peer}Endpoint = tcp://\n")),
+                "wg0.conf:5: Endpoint 'tcp://' has no :port",
+            ),
+            (
+                with_interface(&format!("{peer}Endpoint = tcp://:443\n")),
+                "wg0.conf:5: Endpoint 'tcp://:443' has no host",
+            ),
+            (
+                with_interface(&format!("{peer}Endpoint = tcp://[fd77::2:443\n")),
+                "wg0.conf:5: Endpoint 'tcp://[fd77::2:443' has no matching ']'",
+            ),
+            (
+                with_interface(&format!("{peer}Endpoint = tcp://10.77.0.2:0\n")),
+                "wg0.conf:5: Endpoint 'tcp://10.77.0.2:0' has no valid port (1-65535)",
+            ),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(err(&text), expected, "for config:\n{text}");
+        }
+    }
+
+    #[test]
+    fn device_update_carries_tcp_port_and_tcp_endpoints() {
+        let config = ok(&with_interface(&format!(
+            "ListenTcpPort = 443\n\
+             [Peer]\nPublicKey = {PEER_A}\nEndpoint = tcp://vpn.example:443\n\
+             [Peer]\nPublicKey = {PEER_B}\nEndpoint = [fd77::3]:51820\n"
+        )));
+        let mut asked = Vec::new();
+        let update = config
+            .device_update_with(|endpoint| {
+                asked.push(endpoint.to_string());
+                Ok(SocketAddr::from(([10, 77, 0, 2], endpoint.port)))
+            })
+            .unwrap();
+        assert_eq!(asked, ["tcp://vpn.example:443", "[fd77::3]:51820"]);
+        assert_eq!(update.listen_tcp_port, Some(443));
+        assert_eq!(
+            update.peers[0].endpoint,
+            Some(PeerEndpoint::tcp("10.77.0.2:443".parse().unwrap()))
+        );
+        assert_eq!(
+            update.peers[1].endpoint,
+            Some(PeerEndpoint::udp("10.77.0.2:51820".parse().unwrap()))
+        );
+
+        // Literal addresses resolve without a lookup, keeping their transport.
+        let literal = ok(&with_interface(&format!(
+            "[Peer]\nPublicKey = {PEER_A}\nEndpoint = tcp://[fd77::2]:443\n"
+        )));
+        let update = literal.device_update().unwrap();
+        assert_eq!(update.listen_tcp_port, Some(0));
+        assert_eq!(
+            update.peers[0].endpoint,
+            Some(PeerEndpoint::tcp("[fd77::2]:443".parse().unwrap()))
+        );
+        let failure = literal
+            .device_update_with(|_| Err("cannot resolve endpoint".into()))
+            .unwrap_err();
+        assert_eq!(failure, "wg0.conf:5: cannot resolve endpoint");
     }
 
     #[test]
@@ -1338,6 +1557,11 @@ mod tests {
             .unwrap();
         assert_eq!(update.private_key, Some(Some(key(PRIVATE))));
         assert_eq!(update.listen_port, Some(51820));
+        assert_eq!(
+            update.listen_tcp_port,
+            Some(0),
+            "a fresh device has no TCP listener"
+        );
         assert_eq!(update.fwmark, Some(0));
         assert!(update.replace_peers);
         assert_eq!(update.peers.len(), 2);
@@ -1367,12 +1591,14 @@ mod tests {
     #[test]
     fn literal_endpoints_resolve_without_a_lookup() {
         let v4 = Endpoint {
+            transport: Transport::Udp,
             host: "10.77.0.2".into(),
             port: 51820,
             line: 1,
         };
         assert_eq!(v4.resolve(), Ok("10.77.0.2:51820".parse().unwrap()));
         let v6 = Endpoint {
+            transport: Transport::Tcp,
             host: "fd77::2".into(),
             port: 51820,
             line: 1,
@@ -1467,6 +1693,7 @@ mod tests {
             "PostDown",
             "SaveConfig",
             "Workers",
+            "ListenTcpPort",
             "PublicKey",
             "PresharedKey",
             "Endpoint",
@@ -1488,6 +1715,8 @@ mod tests {
             "::/0",
             "0.0.0.0/0",
             "[fd77::2]:51820",
+            "tcp://",
+            "udp://",
             "h:1",
             "[",
             "]:",

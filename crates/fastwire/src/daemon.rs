@@ -13,6 +13,21 @@ pub struct DaemonOptions {
     pub iface: String,
     pub workers: Option<usize>,
     pub mtu: u16,
+    /// Open this TCP listener before the UAPI socket appears, as a `listen_tcp_port=N` set would.
+    pub listen_tcp_port: Option<u16>,
+    /// Cap on TCP connections not yet authenticated by a handshake (0 = the engine's default).
+    pub tcp_max_unauthenticated: usize,
+}
+
+/// What `fastwire [-f] IFACE` was asked for beyond the interface name.
+#[derive(Debug, Clone, Default)]
+pub struct GoStyleOptions {
+    pub foreground: bool,
+    /// Set by the background launcher on the child it starts.
+    pub detach_after_start: bool,
+    pub workers: Option<usize>,
+    pub listen_tcp_port: Option<u16>,
+    pub tcp_max_unauthenticated: usize,
 }
 
 /// wireguard-go's default MTU.
@@ -79,7 +94,25 @@ impl Daemon {
             workers: opts.workers.unwrap_or(0),
             mtu: opts.mtu,
             offload: offload_enabled(),
+            tcp_max_unauthenticated: opts.tcp_max_unauthenticated,
         })?);
+        // Before the socket is served, so a taken port fails the start (and nobody sees a device that
+        // lacks its listener).
+        if let Some(port) = opts.listen_tcp_port {
+            let update = DeviceUpdate {
+                listen_tcp_port: Some(port),
+                ..DeviceUpdate::default()
+            };
+            if let Err(e) = engine.apply(&update) {
+                engine.stop();
+                return Err(match e {
+                    SetError::TcpPortInUse(_) => {
+                        format!("{e}: pick another --listen-tcp-port, or stop what listens on it")
+                    }
+                    _ => format!("cannot listen on TCP port {port}: {e}"),
+                });
+            }
+        }
         let uapi = match uapi::serve(&opts.iface, Arc::new(Handler(engine.clone()))) {
             Ok(s) => s,
             Err(e) => {
@@ -140,21 +173,18 @@ fn install_signal_handler(engine: &Arc<Engine>) -> Result<(), String> {
 
 /// `fastwire [-f] IFACE`: like wireguard-go, create the interface and serve its UAPI socket; without
 /// `-f`, return once the daemon is up and leave it running in the background.
-pub fn run_wireguard_go_style(
-    iface: &str,
-    foreground: bool,
-    detach_after_start: bool,
-    workers: Option<usize>,
-) -> Result<(), String> {
-    if !foreground {
-        return spawn_background(iface, workers);
+pub fn run_wireguard_go_style(iface: &str, opts: &GoStyleOptions) -> Result<(), String> {
+    if !opts.foreground {
+        return spawn_background(iface, opts);
     }
     let daemon = Daemon::start(DaemonOptions {
         iface: iface.to_string(),
-        workers,
+        workers: opts.workers,
         mtu: DEFAULT_MTU,
+        listen_tcp_port: opts.listen_tcp_port,
+        tcp_max_unauthenticated: opts.tcp_max_unauthenticated,
     })?;
-    if detach_after_start {
+    if opts.detach_after_start {
         // Start-up errors went to our starter's stderr; from here on nothing should hold it open.
         let _ = fastwire_io::sys::detach_stdio();
     }
@@ -166,7 +196,7 @@ pub fn run_wireguard_go_style(
 
 /// Re-runs this binary with `-f` in its own process group (so the terminal's Ctrl-C does not reach it)
 /// and waits until its UAPI socket answers, or it exits with its own error on stderr.
-fn spawn_background(iface: &str, workers: Option<usize>) -> Result<(), String> {
+fn spawn_background(iface: &str, opts: &GoStyleOptions) -> Result<(), String> {
     use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
     let exe = std::env::current_exe().map_err(|e| format!("cannot find my own executable: {e}"))?;
@@ -175,8 +205,15 @@ fn spawn_background(iface: &str, workers: Option<usize>) -> Result<(), String> {
     if !offload_enabled() {
         cmd.arg("--no-offload");
     }
-    if let Some(n) = workers {
+    if let Some(n) = opts.workers {
         cmd.arg("--workers").arg(n.to_string());
+    }
+    if let Some(port) = opts.listen_tcp_port {
+        cmd.arg("--listen-tcp-port").arg(port.to_string());
+    }
+    if opts.tcp_max_unauthenticated != 0 {
+        cmd.arg("--tcp-max-unauthenticated")
+            .arg(opts.tcp_max_unauthenticated.to_string());
     }
     cmd.arg(iface)
         .stdin(Stdio::null())

@@ -18,7 +18,24 @@ Examples:
   wg setconf wg0 wg0.conf         # then configure it exactly as you would wireguard-go
   WG_QUICK_USERSPACE_IMPLEMENTATION=fastwire wg-quick up ./wg0.conf
   fastwire up /etc/wireguard/wg0.conf     # or run standalone from a wg-quick file
-  fastwire demo                   # two namespaces, a tunnel, a ping and a bulk transfer";
+  fastwire demo                   # two namespaces, a tunnel, a ping and a bulk transfer
+
+WireGuard over TCP (for networks that block UDP):
+  fastwire -f wg0 --listen-tcp-port 443   # server: accept TCP on 443 beside its UDP port
+  fastwire up server.conf         # ... or put `ListenTcpPort = 443' in [Interface]
+  fastwire up client.conf         # client: [Peer] Endpoint = tcp://vpn.example.com:443";
+
+const TCP_MAX_UNAUTHENTICATED_HELP: &str = "\
+How many accepted TCP connections may wait for a valid WireGuard handshake; when one more arrives, \
+the oldest waiting one is closed. Caps what scanners and connection floods cost a TCP listener";
+
+/// A count of at least 1.
+fn parse_positive(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("`{text}' is not a number of at least 1")),
+    }
+}
 
 /// fastwire — a fast userspace WireGuard tunnel.
 ///
@@ -34,6 +51,15 @@ struct Cli {
     /// Number of data-plane workers (default: one per online CPU).
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
+
+    /// Also accept WireGuard-over-TCP connections on this TCP port (as `listen_tcp_port=N` over the
+    /// UAPI would); fails at start if the port is taken.
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    listen_tcp_port: Option<u16>,
+
+    #[arg(long, value_name = "N", value_parser = parse_positive, help = TCP_MAX_UNAUTHENTICATED_HELP,
+          default_value_t = fastwire_engine::DEFAULT_TCP_MAX_UNAUTHENTICATED)]
+    tcp_max_unauthenticated: usize,
 
     /// Internal: set by the background launcher; stop using the terminal once the interface is up.
     #[arg(long, hide = true)]
@@ -63,6 +89,9 @@ enum Command {
         /// Number of data-plane workers (default: one per online CPU).
         #[arg(long, value_name = "N")]
         workers: Option<usize>,
+        #[arg(long, value_name = "N", value_parser = parse_positive, help = TCP_MAX_UNAUTHENTICATED_HELP,
+              default_value_t = fastwire_engine::DEFAULT_TCP_MAX_UNAUTHENTICATED)]
+        tcp_max_unauthenticated: usize,
     },
     /// Stop a tunnel started with `fastwire up` (by file or interface name) and remove what it created.
     #[command(
@@ -110,9 +139,13 @@ fn main() -> ExitCode {
         (Some(command), _) => run_command(command),
         (None, Some(iface)) => daemon::run_wireguard_go_style(
             &iface,
-            cli.foreground,
-            cli.detach_after_start,
-            cli.workers,
+            &daemon::GoStyleOptions {
+                foreground: cli.foreground,
+                detach_after_start: cli.detach_after_start,
+                workers: cli.workers,
+                listen_tcp_port: cli.listen_tcp_port,
+                tcp_max_unauthenticated: cli.tcp_max_unauthenticated,
+            },
         ),
         (None, None) => {
             use clap::CommandFactory;
@@ -136,7 +169,11 @@ fn main() -> ExitCode {
 
 fn run_command(command: Command) -> Result<(), String> {
     match command {
-        Command::Up { file, workers } => wgquick::up(&file, workers),
+        Command::Up {
+            file,
+            workers,
+            tcp_max_unauthenticated,
+        } => wgquick::up(&file, workers, tcp_max_unauthenticated),
         Command::Down { target } => wgquick::down(&target),
         Command::Genkey => keys::genkey(),
         Command::Pubkey => keys::pubkey(),

@@ -84,6 +84,9 @@ pub(crate) fn render(
     if snapshot.listen_port != 0 {
         let _ = writeln!(out, "  listening port: {}", snapshot.listen_port);
     }
+    if snapshot.listen_tcp_port != 0 {
+        let _ = writeln!(out, "  listening TCP port: {}", snapshot.listen_tcp_port);
+    }
     if snapshot.fwmark != 0 {
         let _ = writeln!(out, "  fwmark: {:#x}", snapshot.fwmark);
     }
@@ -126,6 +129,7 @@ fn render_peer(out: &mut String, peer: &PeerSnapshot, now: SystemTime, hide_keys
     if let Some(psk) = &peer.preshared_key {
         let _ = writeln!(out, "  preshared key: {}", masked(psk, hide_keys));
     }
+    // Display marks TCP endpoints (`tcp://1.2.3.4:443`).
     if let Some(endpoint) = peer.endpoint {
         let _ = writeln!(out, "  endpoint: {endpoint}");
     }
@@ -224,7 +228,7 @@ fn bytes(b: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fastwire_engine::config::AllowedIp;
+    use fastwire_engine::config::{AllowedIp, Endpoint};
     use std::time::Duration;
 
     fn at(secs: u64) -> SystemTime {
@@ -278,11 +282,17 @@ mod tests {
             ],
         };
         let silent = PeerSnapshot::new([1; 32]);
+        let over_tcp = PeerSnapshot {
+            endpoint: Some(Endpoint::tcp("10.77.0.3:40001".parse().unwrap())),
+            last_handshake: Some(at(900)),
+            ..PeerSnapshot::new([3; 32])
+        };
         let snapshot = DeviceSnapshot {
             private_key: Some(private_key),
             listen_port: 51820,
+            listen_tcp_port: 443,
             fwmark: 0x1234,
-            peers: vec![silent, recent],
+            peers: vec![silent, over_tcp, recent],
         };
         let stats = vec![
             ("drop_replay".to_string(), 3),
@@ -297,6 +307,7 @@ mod tests {
   public key: {public}
   private key: (hidden)
   listening port: 51820
+  listening TCP port: 443
   fwmark: 0x1234
   dropped packets: 7
     replay: 3
@@ -312,9 +323,15 @@ peer: {}
   persistent keepalive: every 25 seconds
 
 peer: {}
+  endpoint: tcp://10.77.0.3:40001
+  allowed ips: (none)
+  latest handshake: 2 minutes, 43 seconds ago
+
+peer: {}
   allowed ips: (none)
 ",
             BASE64.encode([2u8; 32]),
+            BASE64.encode([3u8; 32]),
             BASE64.encode([1u8; 32]),
         );
         assert_eq!(text, expected);

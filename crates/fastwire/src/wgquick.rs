@@ -32,8 +32,13 @@ const MTU_OVERHEAD: u64 = 80;
 const FALLBACK_LINK_MTU: u64 = 1500;
 
 /// `fastwire up FILE`: brings the tunnel up, runs until SIGINT/SIGTERM or until the interface is
-/// deleted, then takes everything down again.
-pub fn up(file: &Path, workers: Option<usize>) -> Result<(), String> {
+/// deleted, then takes everything down again. `ListenTcpPort` and `tcp://` endpoints reach the device
+/// through the same `set` as the rest of the file.
+pub fn up(
+    file: &Path,
+    workers: Option<usize>,
+    tcp_max_unauthenticated: usize,
+) -> Result<(), String> {
     let path = config::config_path(file);
     let iface = config::interface_name(&path)?;
     if !path.exists() {
@@ -60,6 +65,9 @@ pub fn up(file: &Path, workers: Option<usize>) -> Result<(), String> {
         iface: iface.clone(),
         workers: workers.or(config.interface.workers),
         mtu,
+        // The file's `set` below opens it, with the rest of the configuration.
+        listen_tcp_port: None,
+        tcp_max_unauthenticated,
     };
 
     let mut tunnel = Tunnel::new(iface, &config);
@@ -504,10 +512,14 @@ fn family_flag(address: &str) -> &'static str {
 /// wg-quick's `set_mtu_up` when no MTU is given: the smallest MTU on the way to any endpoint (else of
 /// the default route's device, else 1500), less 80 bytes of tunnel overhead.
 fn automatic_mtu(update: &DeviceUpdate) -> u16 {
+    // TCP endpoints do not constrain the MTU: TCP re-segments the stream to fit its own path, so a
+    // tunnel packet never has to fit in one underlay packet.
     let endpoints: Vec<IpAddr> = update
         .peers
         .iter()
-        .filter_map(|peer| peer.endpoint.map(|addr| addr.ip()))
+        .filter_map(|peer| peer.endpoint)
+        .filter(|endpoint| !endpoint.is_tcp())
+        .map(|endpoint| endpoint.addr.ip())
         .collect();
     let mut smallest: Option<u64> = None;
     for endpoint in endpoints {

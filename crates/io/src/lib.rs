@@ -6,6 +6,7 @@
 pub mod poll;
 #[cfg(target_os = "linux")]
 pub mod sys;
+pub mod tcp;
 #[cfg(target_os = "linux")]
 pub mod tun;
 pub mod udp;

@@ -5,6 +5,7 @@
 use crate::allowed_ips::AllowedIps;
 use crate::cookie::{CookieChecker, MacCheck};
 use crate::crypto::{self, Key};
+use crate::endpoint::Endpoint;
 use crate::messages::{self, DATA_HEADER_LEN, INITIATION_LEN, Kind, RESPONSE_LEN};
 use crate::noise::{self, StaticKeys};
 use crate::peer::{KeypairSlots, Peer};
@@ -12,7 +13,7 @@ use crate::session::{Keypair, OpenError};
 use crate::timers::*;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -143,7 +144,7 @@ pub enum SendError {
 #[derive(Debug, Clone, Copy)]
 pub struct Sealed {
     pub len: usize,
-    pub endpoint: SocketAddr,
+    pub endpoint: Endpoint,
     /// The session is due for rekeying: start a handshake.
     pub rekey: bool,
 }
@@ -684,11 +685,12 @@ impl Device {
     /// Handles any received datagram. `reply` must hold at least 148 bytes.
     pub fn handle_incoming(
         &self,
-        src: SocketAddr,
+        src: impl Into<Endpoint>,
         msg: &mut [u8],
         now: Instant,
         reply: &mut [u8],
     ) -> Incoming {
+        let src = src.into();
         match messages::classify(msg) {
             None => Incoming::Dropped(RecvDrop::Malformed),
             Some(Kind::Data) => self.handle_data(src, msg, now),
@@ -702,7 +704,7 @@ impl Device {
     fn check_macs(
         &self,
         identity: &Identity,
-        src: SocketAddr,
+        src: Endpoint,
         msg: &[u8],
         sender: u32,
         now: Instant,
@@ -710,14 +712,14 @@ impl Device {
     ) -> Result<(), Incoming> {
         let under_load = self.load.record(self.clock.to_nanos(now));
         let mut checker = lock(&identity.checker);
-        match checker.check(msg, &src, under_load, now) {
-            MacCheck::Ok if under_load && !lock(&self.rate_limiter).allow(src.ip(), now) => {
+        match checker.check(msg, &src.addr, under_load, now) {
+            MacCheck::Ok if under_load && !lock(&self.rate_limiter).allow(src.addr.ip(), now) => {
                 Err(Incoming::Dropped(RecvDrop::RateLimited))
             }
             MacCheck::Ok => Ok(()),
             MacCheck::BadMac1 => Err(Incoming::Dropped(RecvDrop::BadMac1)),
             MacCheck::NeedCookie => {
-                let cookie = checker.create_reply(msg, sender, &src, now);
+                let cookie = checker.create_reply(msg, sender, &src.addr, now);
                 match reply.get_mut(..cookie.len()) {
                     Some(out) => {
                         out.copy_from_slice(&cookie);
@@ -731,7 +733,7 @@ impl Device {
 
     fn handle_initiation(
         &self,
-        src: SocketAddr,
+        src: Endpoint,
         msg: &[u8],
         now: Instant,
         reply: &mut [u8],
@@ -801,7 +803,7 @@ impl Device {
 
     fn handle_response(
         &self,
-        src: SocketAddr,
+        src: Endpoint,
         msg: &[u8],
         now: Instant,
         reply: &mut [u8],
@@ -850,7 +852,7 @@ impl Device {
         }
     }
 
-    fn handle_data(&self, src: SocketAddr, msg: &mut [u8], now: Instant) -> Incoming {
+    fn handle_data(&self, src: Endpoint, msg: &mut [u8], now: Instant) -> Incoming {
         let receiver = messages::receiver_index(Kind::Data, msg);
         let Some(IndexEntry::Session(peer, keypair)) = self.indices.load().get(&receiver).cloned()
         else {

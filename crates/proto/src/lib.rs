@@ -7,6 +7,7 @@ pub mod allowed_ips;
 pub mod cookie;
 pub mod crypto;
 pub mod device;
+pub mod endpoint;
 pub mod framing;
 pub mod messages;
 pub mod noise;
@@ -17,6 +18,7 @@ pub mod session;
 pub mod timers;
 
 pub use device::{Device, Incoming, RecvDrop, Sealed, SendError, TimerEvents};
+pub use endpoint::{Endpoint, Transport};
 pub use messages::DATA_HEADER_LEN;
 pub use peer::Peer;
 

@@ -5,12 +5,12 @@
 
 use crate::cookie::CookieGenerator;
 use crate::crypto::Key;
+use crate::endpoint::Endpoint;
 use crate::noise::InitiatorState;
 use crate::session::Keypair;
 use crate::timers::PeerTimers;
 use arc_swap::ArcSwapOption;
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -53,7 +53,7 @@ pub struct Peer {
     /// Mirror of `keypairs.current` for the lock-free send path.
     pub(crate) current: ArcSwapOption<Keypair>,
     pub timers: PeerTimers,
-    endpoint: ArcSwapOption<SocketAddr>,
+    endpoint: ArcSwapOption<Endpoint>,
     persistent_keepalive: AtomicU16,
     /// Nanoseconds since the device epoch of the latest completed handshake (0 = never).
     pub(crate) last_handshake: AtomicU64,
@@ -100,14 +100,15 @@ impl Peer {
         self.keypairs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn endpoint(&self) -> Option<SocketAddr> {
+    pub fn endpoint(&self) -> Option<Endpoint> {
         self.endpoint.load().as_deref().copied()
     }
 
     /// Roaming: the endpoint follows the latest authenticated packet. Only writes when it changed.
-    pub fn set_endpoint(&self, addr: SocketAddr) {
-        if self.endpoint.load().as_deref() != Some(&addr) {
-            self.endpoint.store(Some(Arc::new(addr)));
+    pub fn set_endpoint(&self, endpoint: impl Into<Endpoint>) {
+        let endpoint = endpoint.into();
+        if self.endpoint.load().as_deref() != Some(&endpoint) {
+            self.endpoint.store(Some(Arc::new(endpoint)));
         }
     }
 

@@ -130,7 +130,7 @@ impl Keypair {
 /// Gives `end` its key and `peer` as its only peer, reachable over the underlay.
 pub fn configure(end: End, keys: &Keypair, peer: End, peer_public: Key) -> Result<(), String> {
     let peer_update = PeerUpdate {
-        endpoint: Some(SocketAddr::new(IpAddr::V4(peer.underlay), LISTEN_PORT)),
+        endpoint: Some(SocketAddr::new(IpAddr::V4(peer.underlay), LISTEN_PORT).into()),
         replace_allowed_ips: true,
         allowed_ips: vec![AllowedIp {
             addr: IpAddr::V4(peer.overlay),

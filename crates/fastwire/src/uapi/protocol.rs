@@ -4,17 +4,27 @@
 //! Behaviour follows wireguard-go's `device/uapi.go`, which is what `wg` is written against: every
 //! unknown key or malformed value is refused with EINVAL, keys are 64 hex digits (either case, as Go's
 //! hex decoder allows), numbers are plain decimal digits, and a blank line ends a transaction.
+//!
+//! fastwire's TCP transport extends the protocol without breaking `wg`:
+//! - `set=1` also takes `listen_tcp_port=N` (device; 0 closes the listener) and
+//!   `endpoint=tcp://IP:PORT` (peer; literal address, IPv6 in brackets).
+//! - `get=1` adds `listen_tcp_port=N` (device, when listening) and, after the `endpoint=IP:PORT` of a
+//!   peer reached over TCP, `endpoint_transport=tcp`. The endpoint itself stays a plain `IP:PORT`:
+//!   see [`format_get`] for why. A device without TCP answers byte for byte as wireguard-go.
 
 use std::fmt::Write as _;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::{Duration, UNIX_EPOCH};
 
 use fastwire_engine::config::{
-    AllowedIp, DeviceSnapshot, DeviceUpdate, Key, PeerSnapshot, PeerUpdate,
+    AllowedIp, DeviceSnapshot, DeviceUpdate, Endpoint, Key, PeerSnapshot, PeerUpdate, Transport,
 };
 
 /// EINVAL: what every malformed `set=1` line is answered with.
 pub const EINVAL: i32 = 22;
+
+/// The `get=1` peer key that marks the endpoint printed just before it as a TCP one.
+const ENDPOINT_TRANSPORT_KEY: &str = "endpoint_transport";
 
 /// Why a `set=1` transaction was refused before anything was applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,6 +148,11 @@ impl SetParser {
                     parse_decimal(value, u16::MAX.into()).ok_or_else(|| bad("listen_port"))?;
                 update.listen_port = Some(port as u16);
             }
+            "listen_tcp_port" => {
+                let port =
+                    parse_decimal(value, u16::MAX.into()).ok_or_else(|| bad("listen_tcp_port"))?;
+                update.listen_tcp_port = Some(port as u16);
+            }
             "fwmark" => {
                 let mark = parse_decimal(value, u32::MAX.into()).ok_or_else(|| bad("fwmark"))?;
                 update.fwmark = Some(mark as u32);
@@ -194,6 +209,9 @@ pub fn format_set(update: &DeviceUpdate) -> String {
     if let Some(port) = update.listen_port {
         let _ = writeln!(out, "listen_port={port}");
     }
+    if let Some(port) = update.listen_tcp_port {
+        let _ = writeln!(out, "listen_tcp_port={port}");
+    }
     if let Some(mark) = update.fwmark {
         let _ = writeln!(out, "fwmark={mark}");
     }
@@ -231,6 +249,15 @@ pub fn format_set(update: &DeviceUpdate) -> String {
 /// Formats the complete answer to `get=1`, byte for byte as wireguard-go writes it: device lines only
 /// when set, every peer with `preshared_key` (zeros when none), `protocol_version=1`, the handshake
 /// time (0 when none), counters and keepalive always, then `errno=0` and the blank line.
+///
+/// TCP facts are extra lines, because that is what `wg` (wireguard-tools `ipc-uapi.h`,
+/// `userspace_get_device`) tolerates: its key chain has no final `else`, so an unknown key such as
+/// `listen_tcp_port` or `endpoint_transport` is skipped (wgctrl-go's parser skips them too). Its
+/// `endpoint` branch, however, splits the value at the last `:` and hands the host to `getaddrinfo`
+/// (a DNS query for `tcp://1.2.3.4`), which fails: `wg showconf` then errors out and `wg show dump`
+/// of wireguard-tools 1.0.20210914 even segfaults. So the endpoint is always a plain `IP:PORT`, and
+/// `wg` shows a TCP peer as if it were UDP (`wg showconf` output applied back with `wg setconf`
+/// therefore turns TCP peers into UDP ones).
 pub fn format_get(snapshot: &DeviceSnapshot) -> String {
     let mut out = String::new();
     if let Some(key) = &snapshot.private_key {
@@ -242,6 +269,9 @@ pub fn format_get(snapshot: &DeviceSnapshot) -> String {
     if snapshot.fwmark != 0 {
         let _ = writeln!(out, "fwmark={}", snapshot.fwmark);
     }
+    if snapshot.listen_tcp_port != 0 {
+        let _ = writeln!(out, "listen_tcp_port={}", snapshot.listen_tcp_port);
+    }
     for peer in &snapshot.peers {
         push_key(&mut out, "public_key", &peer.public_key);
         push_key(
@@ -251,7 +281,10 @@ pub fn format_get(snapshot: &DeviceSnapshot) -> String {
         );
         out.push_str("protocol_version=1\n");
         if let Some(endpoint) = peer.endpoint {
-            let _ = writeln!(out, "endpoint={endpoint}");
+            let _ = writeln!(out, "endpoint={}", endpoint.addr);
+            if endpoint.is_tcp() {
+                let _ = writeln!(out, "{ENDPOINT_TRANSPORT_KEY}=tcp");
+            }
         }
         let since_epoch = peer
             .last_handshake
@@ -281,8 +314,7 @@ pub fn format_get(snapshot: &DeviceSnapshot) -> String {
 /// Parses an answer to `get=1`. Unknown keys are skipped (newer daemons may add some), as `wg` does.
 pub fn parse_get(text: &str) -> Result<DeviceSnapshot, String> {
     let mut snapshot = DeviceSnapshot::default();
-    let mut handshake_secs = 0u64;
-    let mut handshake_nanos = 0u64;
+    let mut pending = PeerLines::default();
     let mut errno = None;
     for line in response_lines(text)? {
         let (key, value) = line
@@ -294,8 +326,7 @@ pub fn parse_get(text: &str) -> Result<DeviceSnapshot, String> {
             continue;
         }
         if key == "public_key" {
-            finish_handshake(&mut snapshot, handshake_secs, handshake_nanos)?;
-            (handshake_secs, handshake_nanos) = (0, 0);
+            std::mem::take(&mut pending).apply(&mut snapshot)?;
             snapshot
                 .peers
                 .push(PeerSnapshot::new(parse_key_hex(value).ok_or_else(bad)?));
@@ -310,6 +341,10 @@ pub fn parse_get(text: &str) -> Result<DeviceSnapshot, String> {
                     snapshot.listen_port =
                         parse_decimal(value, u16::MAX.into()).ok_or_else(bad)? as u16
                 }
+                "listen_tcp_port" => {
+                    snapshot.listen_tcp_port =
+                        parse_decimal(value, u16::MAX.into()).ok_or_else(bad)? as u16
+                }
                 "fwmark" => {
                     snapshot.fwmark = parse_decimal(value, u32::MAX.into()).ok_or_else(bad)? as u32
                 }
@@ -320,11 +355,18 @@ pub fn parse_get(text: &str) -> Result<DeviceSnapshot, String> {
         match key {
             "preshared_key" => peer.preshared_key = nonzero(parse_key_hex(value).ok_or_else(bad)?),
             "endpoint" => peer.endpoint = Some(parse_endpoint(value).ok_or_else(bad)?),
+            ENDPOINT_TRANSPORT_KEY => {
+                pending.transport = Some(match value {
+                    "tcp" => Transport::Tcp,
+                    "udp" => Transport::Udp,
+                    _ => return Err(bad()),
+                })
+            }
             "last_handshake_time_sec" => {
-                handshake_secs = parse_decimal(value, i64::MAX as u64).ok_or_else(bad)?
+                pending.handshake_secs = parse_decimal(value, i64::MAX as u64).ok_or_else(bad)?
             }
             "last_handshake_time_nsec" => {
-                handshake_nanos = parse_decimal(value, 999_999_999).ok_or_else(bad)?
+                pending.handshake_nanos = parse_decimal(value, 999_999_999).ok_or_else(bad)?
             }
             "tx_bytes" => peer.tx_bytes = parse_decimal(value, u64::MAX).ok_or_else(bad)?,
             "rx_bytes" => peer.rx_bytes = parse_decimal(value, u64::MAX).ok_or_else(bad)?,
@@ -338,7 +380,7 @@ pub fn parse_get(text: &str) -> Result<DeviceSnapshot, String> {
             _ => {}
         }
     }
-    finish_handshake(&mut snapshot, handshake_secs, handshake_nanos)?;
+    pending.apply(&mut snapshot)?;
     match errno {
         Some(0) => Ok(snapshot),
         Some(n) => Err(errno_message(n)),
@@ -346,18 +388,33 @@ pub fn parse_get(text: &str) -> Result<DeviceSnapshot, String> {
     }
 }
 
-fn finish_handshake(snapshot: &mut DeviceSnapshot, secs: u64, nanos: u64) -> Result<(), String> {
-    let Some(peer) = snapshot.peers.last_mut() else {
-        return Ok(());
-    };
-    if secs == 0 && nanos == 0 {
-        return Ok(());
+/// What a peer's `get=1` section says over several lines, applied once the section ends so the
+/// lines may come in any order.
+#[derive(Debug, Default)]
+struct PeerLines {
+    handshake_secs: u64,
+    handshake_nanos: u64,
+    transport: Option<Transport>,
+}
+
+impl PeerLines {
+    fn apply(self, snapshot: &mut DeviceSnapshot) -> Result<(), String> {
+        let Some(peer) = snapshot.peers.last_mut() else {
+            return Ok(());
+        };
+        if let (Some(transport), Some(endpoint)) = (self.transport, peer.endpoint.as_mut()) {
+            endpoint.transport = transport;
+        }
+        let (secs, nanos) = (self.handshake_secs, self.handshake_nanos);
+        if secs == 0 && nanos == 0 {
+            return Ok(());
+        }
+        let when = UNIX_EPOCH
+            .checked_add(Duration::new(secs, nanos as u32))
+            .ok_or_else(|| format!("handshake time {secs}s out of range"))?;
+        peer.last_handshake = Some(when);
+        Ok(())
     }
-    let when = UNIX_EPOCH
-        .checked_add(Duration::new(secs, nanos as u32))
-        .ok_or_else(|| format!("handshake time {secs}s out of range"))?;
-    peer.last_handshake = Some(when);
-    Ok(())
 }
 
 /// Formats the answer to `fastwire-stats=1`. Names that could break the line format are skipped.
@@ -491,8 +548,9 @@ fn parse_true(value: &str) -> Option<bool> {
     (value == "true").then_some(true)
 }
 
-/// `1.2.3.4:51820` or `[v6]:51820` (a numeric scope id is allowed: `[fe80::1%2]:51820`).
-fn parse_endpoint(value: &str) -> Option<SocketAddr> {
+/// `1.2.3.4:51820` or `[v6]:51820` (a numeric scope id is allowed: `[fe80::1%2]:51820`) for UDP;
+/// either behind `tcp://` for TCP.
+fn parse_endpoint(value: &str) -> Option<Endpoint> {
     value.parse().ok()
 }
 

@@ -1,6 +1,7 @@
 use super::*;
 use fastwire_engine::config::PeerSnapshot;
 use proptest::prelude::*;
+use std::net::SocketAddr;
 
 const K1: &str = "e84b5a6d2717c1003a13b431570353dbaca9146cf150c5f8575680feba52027a";
 const K2: &str = "b85996fecc9c7f1fc6d2572a76eda11d59bcd20be8e543b15ce4bd85a8e75a33";
@@ -55,6 +56,7 @@ fn full_update() -> DeviceUpdate {
         fwmark: Some(4660),
         replace_peers: true,
         peers: vec![first, second],
+        ..DeviceUpdate::default()
     }
 }
 
@@ -79,6 +81,7 @@ fn uapi_set_round_trip_with_flags() {
     let update = DeviceUpdate {
         private_key: Some(None),
         listen_port: Some(0),
+        listen_tcp_port: Some(0),
         fwmark: Some(0),
         replace_peers: false,
         peers: vec![peer, other],
@@ -154,14 +157,17 @@ fn uapi_set_accepts_crlf_and_protocol_version_1() {
 #[test]
 fn uapi_endpoints_and_prefixes() {
     let endpoints = [
-        ("1.2.3.4:51820", "1.2.3.4:51820"),
-        ("[::1]:1", "[::1]:1"),
-        ("[fe80::1%2]:51820", "[fe80::1%2]:51820"),
-        ("[::ffff:1.2.3.4]:9", "[::ffff:1.2.3.4]:9"),
+        ("1.2.3.4:51820", "1.2.3.4:51820", false),
+        ("[::1]:1", "[::1]:1", false),
+        ("[fe80::1%2]:51820", "[fe80::1%2]:51820", false),
+        ("[::ffff:1.2.3.4]:9", "[::ffff:1.2.3.4]:9", false),
+        ("tcp://1.2.3.4:443", "tcp://1.2.3.4:443", true),
+        ("tcp://[fd78::2]:443", "tcp://[fd78::2]:443", true),
     ];
-    for (text, shown) in endpoints {
-        let addr = parse_endpoint(text).unwrap_or_else(|| panic!("{text}"));
-        assert_eq!(addr.to_string(), shown);
+    for (text, shown, tcp) in endpoints {
+        let endpoint = parse_endpoint(text).unwrap_or_else(|| panic!("{text}"));
+        assert_eq!(endpoint.to_string(), shown);
+        assert_eq!(endpoint.is_tcp(), tcp, "{text}");
     }
     for (text, cidr) in [
         ("0.0.0.0/0", 0),
@@ -188,6 +194,10 @@ fn uapi_every_malformed_line_is_einval() {
         "listen_port= 1".into(),
         "listen_port=".into(),
         "listen_port=0x10".into(),
+        "listen_tcp_port=65536".into(),
+        "listen_tcp_port=-1".into(),
+        "listen_tcp_port=".into(),
+        "listen_tcp_port=tcp".into(),
         "fwmark=4294967296".into(),
         "fwmark=abc".into(),
         "replace_peers=false".into(),
@@ -217,6 +227,15 @@ fn uapi_every_malformed_line_is_einval() {
         "endpoint=::1:51820",
         "endpoint=host.example:51820",
         "endpoint=",
+        "endpoint=tcp://host.example:443",
+        "endpoint=tcp://1.2.3.4",
+        "endpoint=tcp://1.2.3.4:65536",
+        "endpoint=tcp://fd78::2:443",
+        "endpoint=TCP://1.2.3.4:443",
+        "endpoint=udp://1.2.3.4:443",
+        "endpoint=tcp:1.2.3.4:443",
+        "endpoint_transport=tcp",
+        "listen_tcp_port=443",
         "persistent_keepalive_interval=65536",
         "persistent_keepalive_interval=-1",
         "replace_allowed_ips=yes",
@@ -265,6 +284,7 @@ fn snapshot() -> DeviceSnapshot {
     DeviceSnapshot {
         private_key: Some(key(K1)),
         listen_port: 51820,
+        listen_tcp_port: 0,
         fwmark: 0,
         peers: vec![
             PeerSnapshot {
@@ -331,6 +351,78 @@ fn uapi_format_get_of_empty_device_and_fwmark() {
         ..Default::default()
     };
     assert_eq!(format_get(&device), "fwmark=7\nerrno=0\n\n");
+}
+
+#[test]
+fn uapi_set_tcp_port_and_tcp_endpoint() {
+    let text = format!(
+        "set=1\nlisten_tcp_port=443\npublic_key={K2}\nendpoint=tcp://10.77.0.2:443\n\
+         public_key={K3}\nendpoint=tcp://[fd77::3]:8443\n\n"
+    );
+    let update = parse_set(&text).unwrap();
+    assert_eq!(update.listen_tcp_port, Some(443));
+    assert_eq!(
+        update.peers[0].endpoint,
+        Some(Endpoint::tcp("10.77.0.2:443".parse().unwrap()))
+    );
+    assert_eq!(
+        update.peers[1].endpoint,
+        Some(Endpoint::tcp("[fd77::3]:8443".parse().unwrap()))
+    );
+    assert_eq!(format_set(&update), text);
+    let close = parse_set("listen_tcp_port=0\n").unwrap();
+    assert_eq!(close.listen_tcp_port, Some(0));
+    let untouched = parse_set("listen_port=1\n").unwrap();
+    assert_eq!(untouched.listen_tcp_port, None);
+}
+
+/// The TCP facts are extra lines `wg` skips; the endpoint value stays a plain IP:PORT that `wg` parses.
+#[test]
+fn uapi_format_get_with_tcp() {
+    let mut device = snapshot();
+    device.listen_tcp_port = 443;
+    device.fwmark = 7;
+    device.peers[0].endpoint = Some(Endpoint::tcp("[fd78::2]:51820".parse().unwrap()));
+    let text = format_get(&device);
+    assert!(
+        text.starts_with(&format!(
+            "private_key={K1}\nlisten_port=51820\nfwmark=7\nlisten_tcp_port=443\npublic_key={K2}\n"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("protocol_version=1\nendpoint=[fd78::2]:51820\nendpoint_transport=tcp\nlast_handshake_time_sec="),
+        "{text}"
+    );
+    assert!(!text.contains("tcp://"), "{text}");
+    assert_eq!(text.matches("endpoint_transport").count(), 1, "{text}");
+    assert_eq!(parse_get(&text).unwrap(), device);
+}
+
+#[test]
+fn uapi_parse_get_tcp_forms() {
+    // Order does not matter, and a `tcp://` endpoint (not what we send) is understood too.
+    let text = format!(
+        "listen_tcp_port=8443\npublic_key={K2}\nendpoint_transport=tcp\nendpoint=10.77.0.2:1\n\
+         public_key={K3}\nendpoint=tcp://10.77.0.3:2\nerrno=0\n\n"
+    );
+    let device = parse_get(&text).unwrap();
+    assert_eq!(device.listen_tcp_port, 8443);
+    assert_eq!(
+        device.peers[0].endpoint,
+        Some(Endpoint::tcp("10.77.0.2:1".parse().unwrap()))
+    );
+    assert_eq!(
+        device.peers[1].endpoint,
+        Some(Endpoint::tcp("10.77.0.3:2".parse().unwrap()))
+    );
+    let no_endpoint = format!("public_key={K2}\nendpoint_transport=tcp\nerrno=0\n\n");
+    assert_eq!(parse_get(&no_endpoint).unwrap().peers[0].endpoint, None);
+    for bad in ["endpoint_transport=quic", "endpoint_transport="] {
+        let text = format!("public_key={K2}\nendpoint=10.77.0.2:1\n{bad}\nerrno=0\n\n");
+        assert!(parse_get(&text).is_err(), "{bad}");
+    }
+    assert!(parse_get("listen_tcp_port=65536\nerrno=0\n\n").is_err());
 }
 
 #[test]
@@ -406,11 +498,18 @@ fn arb_allowed_ip() -> impl Strategy<Value = AllowedIp> {
     ]
 }
 
-fn arb_endpoint() -> impl Strategy<Value = SocketAddr> {
-    prop_oneof![
+fn arb_endpoint() -> impl Strategy<Value = Endpoint> {
+    let addr = prop_oneof![
         (any::<[u8; 4]>(), any::<u16>()).prop_map(|(a, p)| SocketAddr::from((a, p))),
         (any::<[u8; 16]>(), any::<u16>()).prop_map(|(a, p)| SocketAddr::from((a, p))),
-    ]
+    ];
+    (addr, any::<bool>()).prop_map(|(addr, tcp)| {
+        if tcp {
+            Endpoint::tcp(addr)
+        } else {
+            Endpoint::udp(addr)
+        }
+    })
 }
 
 fn arb_peer() -> impl Strategy<Value = PeerUpdate> {
@@ -442,17 +541,21 @@ fn arb_update() -> impl Strategy<Value = DeviceUpdate> {
     (
         proptest::option::of(proptest::option::of(arb_key())),
         proptest::option::of(any::<u16>()),
+        proptest::option::of(any::<u16>()),
         proptest::option::of(any::<u32>()),
         any::<bool>(),
         proptest::collection::vec(arb_peer(), 0..4),
     )
         .prop_map(
-            |(private_key, listen_port, fwmark, replace_peers, peers)| DeviceUpdate {
-                private_key: private_key.map(|k| k.filter(|k| *k != [0; 32])),
-                listen_port,
-                fwmark,
-                replace_peers,
-                peers,
+            |(private_key, listen_port, listen_tcp_port, fwmark, replace_peers, peers)| {
+                DeviceUpdate {
+                    private_key: private_key.map(|k| k.filter(|k| *k != [0; 32])),
+                    listen_port,
+                    listen_tcp_port,
+                    fwmark,
+                    replace_peers,
+                    peers,
+                }
             },
         )
 }
@@ -499,7 +602,8 @@ proptest! {
                 Just("endpoint"), Just("persistent_keepalive_interval"), Just("replace_allowed_ips"),
                 Just("allowed_ip"), Just("protocol_version"), Just("errno"),
                 Just("last_handshake_time_sec"), Just("last_handshake_time_nsec"),
-            ], "[0-9a-fA-F:.\\[\\]/%=-]{0,70}"),
+                Just("listen_tcp_port"), Just("endpoint_transport"),
+            ], "(tcp://)?[0-9a-fA-F:.\\[\\]/%=-]{0,70}"),
             0..12)
     ) {
         let text: String = lines.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
@@ -516,12 +620,14 @@ proptest! {
     fn uapi_get_round_trips(
         private_key in proptest::option::of(arb_key()),
         listen_port in any::<u16>(),
+        listen_tcp_port in any::<u16>(),
         fwmark in any::<u32>(),
         peers in proptest::collection::vec(arb_peer_snapshot(), 0..4),
     ) {
         let snapshot = DeviceSnapshot {
             private_key: private_key.filter(|k| *k != [0; 32]),
             listen_port,
+            listen_tcp_port,
             fwmark,
             peers,
         };

@@ -10,7 +10,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use fastwire_engine::config::{
-    AllowedIp, DeviceSnapshot, DeviceUpdate, PeerSnapshot, PeerUpdate, SetError,
+    AllowedIp, DeviceSnapshot, DeviceUpdate, Endpoint, PeerSnapshot, PeerUpdate, SetError,
 };
 use x25519_dalek::{PublicKey, StaticSecret};
 
@@ -82,6 +82,7 @@ fn uapi_wg_show_dump_and_showconf_read_our_get() {
     *device.snapshot.lock().unwrap() = DeviceSnapshot {
         private_key: Some(private_key),
         listen_port: 51820,
+        listen_tcp_port: 0,
         fwmark: 0x2a,
         peers: vec![
             PeerSnapshot {
@@ -188,6 +189,7 @@ fn uapi_wg_set_and_setconf_reach_our_handler() {
         fwmark: Some(16),
         replace_peers: false,
         peers: vec![expected_peer],
+        ..DeviceUpdate::default()
     };
     assert_eq!(device.updates(), vec![expected]);
 
@@ -222,4 +224,65 @@ fn uapi_wg_set_and_setconf_reach_our_handler() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("Address already in use"), "{stderr}");
+}
+
+/// A TCP listener and TCP peers must not stop `wg` from driving the device: `wg show`, `wg show dump`
+/// and `wg showconf` work and show TCP endpoints as plain IP:PORT, while our own client sees TCP.
+#[test]
+fn uapi_wg_show_works_with_tcp_listener_and_tcp_peers() {
+    if !wg_available() {
+        return;
+    }
+    let iface = test_iface('c');
+    let (device, _server) = start(&iface);
+    let private_key = [0x12u8; 32];
+    let public_key = PublicKey::from(&StaticSecret::from(private_key)).to_bytes();
+    let (client, server_peer) = ([0x23u8; 32], [0x34u8; 32]);
+    let snapshot = DeviceSnapshot {
+        private_key: Some(private_key),
+        listen_port: 51820,
+        listen_tcp_port: 443,
+        fwmark: 0,
+        peers: vec![
+            PeerSnapshot {
+                endpoint: Some(Endpoint::tcp("127.0.0.1:40001".parse().unwrap())),
+                last_handshake: Some(UNIX_EPOCH + Duration::new(1_700_000_000, 0)),
+                rx_bytes: 10,
+                tx_bytes: 20,
+                allowed_ips: vec![ip("10.78.0.2", 32)],
+                ..PeerSnapshot::new(client)
+            },
+            PeerSnapshot {
+                endpoint: Some(Endpoint::tcp("[::1]:8443".parse().unwrap())),
+                persistent_keepalive: 25,
+                allowed_ips: vec![ip("fd78::3", 128)],
+                ..PeerSnapshot::new(server_peer)
+            },
+        ],
+    };
+    *device.snapshot.lock().unwrap() = snapshot.clone();
+
+    let dump = wg_ok(&["show", &iface, "dump"]);
+    let expected = format!(
+        "{}\t{}\t51820\toff\n\
+         {}\t(none)\t127.0.0.1:40001\t10.78.0.2/32\t1700000000\t10\t20\toff\n\
+         {}\t(none)\t[::1]:8443\tfd78::3/128\t0\t0\t0\t25\n",
+        b64(&private_key),
+        b64(&public_key),
+        b64(&client),
+        b64(&server_peer),
+    );
+    assert_eq!(dump, expected);
+
+    let show = wg_ok(&["show", &iface]);
+    assert!(show.contains("listening port: 51820"), "{show}");
+    assert!(show.contains("endpoint: 127.0.0.1:40001"), "{show}");
+    assert!(show.contains("endpoint: [::1]:8443"), "{show}");
+
+    let showconf = wg_ok(&["showconf", &iface]);
+    assert!(showconf.contains("Endpoint = [::1]:8443\n"), "{showconf}");
+    assert!(!showconf.contains("tcp"), "{showconf}");
+
+    // Our own client reads the TCP facts back from the same answer.
+    assert_eq!(crate::uapi::client::get(&iface).unwrap(), snapshot);
 }

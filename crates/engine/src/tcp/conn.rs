@@ -1,0 +1,141 @@
+//! One TCP connection of the owner: its socket, receive buffer and queue of frames to send.
+
+use super::handoff::TcpHandoff;
+use fastwire_proto::framing::FrameBuffer;
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Write};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// Bytes queued per connection above what the kernel holds (it holds at most
+/// `fastwire_io::tcp::NOTSENT_LOWAT` unsent): beyond, new frames are dropped, never buffered.
+pub(crate) const SEND_QUEUE_LIMIT: usize = 512 * 1024;
+/// Buffers gathered into one `writev`.
+const IOVECS: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Came in on the listener; belongs to no peer until a message on it authenticates.
+    Accepted { authenticated: bool },
+    /// Ours, to a configured `tcp://` endpoint; `connected` once the handshake of TCP itself completed.
+    Dialed { connected: bool },
+}
+
+pub(crate) struct Conn {
+    pub stream: mio::net::TcpStream,
+    /// The other side, IPv4-mapped addresses made IPv4: the key of [`fastwire_proto::Endpoint::tcp`].
+    pub remote: SocketAddr,
+    pub role: Role,
+    pub opened: Instant,
+    /// The latest authenticated message received (or `opened`).
+    pub last_authenticated: Instant,
+    pub rx: FrameBuffer,
+    /// Batches waiting for the socket, oldest first; the first is written from `sent_of_first`.
+    queue: VecDeque<Vec<u8>>,
+    sent_of_first: usize,
+    queued_bytes: usize,
+    pub writable: bool,
+    /// Still has bytes to read after this round's budget (edge-triggered readiness will not repeat).
+    pub readable: bool,
+}
+
+impl Conn {
+    pub fn new(stream: mio::net::TcpStream, remote: SocketAddr, role: Role, now: Instant) -> Self {
+        Self {
+            stream,
+            remote,
+            role,
+            opened: now,
+            last_authenticated: now,
+            rx: FrameBuffer::default(),
+            queue: VecDeque::new(),
+            sent_of_first: 0,
+            queued_bytes: 0,
+            writable: false,
+            readable: false,
+        }
+    }
+
+    pub fn is_authenticated(&self) -> bool {
+        !matches!(
+            self.role,
+            Role::Accepted {
+                authenticated: false
+            }
+        )
+    }
+
+    pub fn authenticated(&mut self, now: Instant) {
+        if let Role::Accepted { authenticated } = &mut self.role {
+            *authenticated = true;
+        }
+        self.last_authenticated = now;
+    }
+
+    /// Queues a buffer of frames; gives it back and returns false when the queue is full.
+    pub fn enqueue(&mut self, frames: Vec<u8>, handoff: &TcpHandoff) -> bool {
+        if frames.is_empty() {
+            handoff.give_back(frames);
+            return true;
+        }
+        if self.queued_bytes + frames.len() > SEND_QUEUE_LIMIT.max(frames.len())
+            && !self.queue.is_empty()
+        {
+            handoff.give_back(frames);
+            return false;
+        }
+        self.queued_bytes += frames.len();
+        self.queue.push_back(frames);
+        true
+    }
+
+    /// Writes as much of the queue as the socket takes, many buffers per `writev`; written buffers go
+    /// back to the pool. An error means the connection is dead.
+    pub fn flush(&mut self, handoff: &TcpHandoff) -> io::Result<()> {
+        while self.writable && !self.queue.is_empty() {
+            let mut slices = [IoSlice::new(&[]); IOVECS];
+            let mut n = 0;
+            for (i, buf) in self.queue.iter().take(IOVECS).enumerate() {
+                let from = if i == 0 { self.sent_of_first } else { 0 };
+                slices[n] = IoSlice::new(&buf[from.min(buf.len())..]);
+                n += 1;
+            }
+            match self.stream.write_vectored(&slices[..n]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(written) => self.consume(written, handoff),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn consume(&mut self, mut written: usize, handoff: &TcpHandoff) {
+        self.queued_bytes = self.queued_bytes.saturating_sub(written);
+        while written > 0 {
+            let Some(first) = self.queue.front() else {
+                break;
+            };
+            let left = first.len() - self.sent_of_first;
+            if written < left {
+                self.sent_of_first += written;
+                return;
+            }
+            written -= left;
+            self.sent_of_first = 0;
+            if let Some(done) = self.queue.pop_front() {
+                handoff.give_back(done);
+            }
+        }
+    }
+
+    /// Returns every queued buffer to the pool (the connection is closing).
+    pub fn release(&mut self, handoff: &TcpHandoff) {
+        for buf in self.queue.drain(..) {
+            handoff.give_back(buf);
+        }
+        self.queued_bytes = 0;
+        self.sent_of_first = 0;
+    }
+}

@@ -1,0 +1,736 @@
+//! The TCP owner thread: accepts, dials, reads, decrypts, writes — for every TCP connection.
+//!
+//! One event loop (mio/epoll) sleeps until a socket is ready, a worker hands over frames, the control
+//! plane changes something, or a deadline (authentication timeout, reconnect) is due. It never blocks on a
+//! socket and takes no lock on the data path.
+
+use super::conn::{Conn, Role};
+use super::dial::{HEALTHY_AFTER, backoff};
+use super::{Control, Limits, Outbox};
+use crate::shared::{Shared, ShutdownReason, Transmit};
+use crate::stats::{Counter, SendDrop, TcpClose, WorkerStats};
+use fastwire_io::tun::{GroTable, MAX_SEGMENTS, TunQueue};
+use fastwire_io::udp::canonical;
+use fastwire_proto::framing::{FrameError, length_prefix};
+use fastwire_proto::messages::{COOKIE_REPLY_LEN, RESPONSE_LEN};
+use fastwire_proto::{DATA_HEADER_LEN, Endpoint, Incoming, RecvDrop, TAILROOM};
+use mio::{Events, Interest, Poll, Token};
+use std::collections::{HashMap, HashSet};
+use std::io::{ErrorKind, Read};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// The token of the waker that [`super::TcpHandoff`] and the control plane use.
+pub(crate) const WAKER_TOKEN: Token = Token(0);
+const LISTENER: Token = Token(1);
+const FIRST_CONN: usize = 2;
+
+/// An accepted connection must carry a valid handshake (or an authenticated message) within this, or it
+/// is closed: silent, trickling and half-open connections cost a slot for this long at most.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Our own connection attempts give up after this (then back off and retry).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// An authenticated accepted connection that is no peer's endpoint any more and has been silent this
+/// long (REJECT_AFTER_TIME: no session outlives it) is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(180);
+/// Connections of all kinds; beyond it new ones are refused at accept.
+const MAX_CONNECTIONS: usize = 1024;
+/// Bytes read from one connection per round before the others get their turn.
+const READ_BUDGET: usize = 256 * 1024;
+
+pub(crate) fn run(
+    shared: Arc<Shared>,
+    poll: Poll,
+    tun: Arc<TunQueue>,
+    stats: Arc<WorkerStats>,
+    limits: Limits,
+) {
+    let mut owner = Owner {
+        shared,
+        poll,
+        stats,
+        limits,
+        listener: None,
+        conns: Vec::new(),
+        free_slots: Vec::new(),
+        by_addr: HashMap::new(),
+        dials: HashMap::new(),
+        fwmark: 0,
+        next_housekeeping: None,
+        sink: TunSink {
+            tun,
+            gro: GroTable::new(),
+            bufs: (0..MAX_SEGMENTS)
+                .map(|_| Vec::with_capacity(DATA_HEADER_LEN + 65_535))
+                .collect(),
+            pending: 0,
+        },
+        outbox: Outbox::default(),
+        reply: [0; 256],
+        scratch: vec![0; DATA_HEADER_LEN + 65_535 + TAILROOM],
+        readable: Vec::new(),
+        dirty: Vec::new(),
+    };
+    owner.run();
+}
+
+struct Dial {
+    /// The connection slot while connecting or connected.
+    slot: Option<usize>,
+    failures: u32,
+    next_attempt: Instant,
+}
+
+/// Plaintext on its way to the TUN device, written in batches (coalesced when offloads are on).
+struct TunSink {
+    tun: Arc<TunQueue>,
+    gro: GroTable,
+    bufs: Vec<Vec<u8>>,
+    pending: usize,
+}
+
+impl TunSink {
+    /// False when the interface is gone.
+    fn push(&mut self, packet: &[u8], shared: &Shared, stats: &WorkerStats) -> bool {
+        let Some(out) = self.bufs.get_mut(self.pending) else {
+            return self.flush(shared, stats);
+        };
+        out.clear();
+        out.extend_from_slice(&[0u8; DATA_HEADER_LEN]);
+        out.extend_from_slice(packet);
+        self.pending += 1;
+        self.pending < self.bufs.len() || self.flush(shared, stats)
+    }
+
+    fn flush(&mut self, shared: &Shared, stats: &WorkerStats) -> bool {
+        if self.pending == 0 {
+            return true;
+        }
+        let n = std::mem::take(&mut self.pending);
+        if let Err(e) = self
+            .tun
+            .send_batch(&mut self.gro, &mut self.bufs[..n], DATA_HEADER_LEN)
+        {
+            if matches!(e.raw_os_error(), Some(19) | Some(77)) {
+                // ENODEV / EBADFD: the interface was deleted.
+                shared.request_shutdown(ShutdownReason::InterfaceRemoved);
+                return false;
+            }
+            stats.count(Counter::TunWriteFailed, 1);
+        }
+        true
+    }
+}
+
+struct Owner {
+    shared: Arc<Shared>,
+    poll: Poll,
+    stats: Arc<WorkerStats>,
+    limits: Limits,
+    listener: Option<mio::net::TcpListener>,
+    conns: Vec<Option<Conn>>,
+    free_slots: Vec<usize>,
+    /// Which connection an endpoint address means.
+    by_addr: HashMap<SocketAddr, usize>,
+    dials: HashMap<SocketAddr, Dial>,
+    fwmark: u32,
+    next_housekeeping: Option<Instant>,
+    sink: TunSink,
+    outbox: Outbox,
+    reply: [u8; 256],
+    scratch: Vec<u8>,
+    /// Connections with bytes left to read.
+    readable: Vec<usize>,
+    /// Connections with new frames queued.
+    dirty: Vec<usize>,
+}
+
+fn earliest(a: Option<Instant>, b: Instant) -> Option<Instant> {
+    Some(a.map_or(b, |a| a.min(b)))
+}
+
+impl Owner {
+    fn run(&mut self) {
+        let mut events = Events::with_capacity(256);
+        while !self.shared.stop.load(Ordering::Relaxed) {
+            let timeout = if self.readable.is_empty() {
+                self.next_housekeeping
+                    .map(|t| t.saturating_duration_since(Instant::now()))
+            } else {
+                Some(Duration::ZERO)
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == ErrorKind::Interrupted {
+                    continue;
+                }
+                tracing::error!("TCP event loop failed: {e}");
+                self.shared.request_shutdown(ShutdownReason::Failed);
+                break;
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                match event.token() {
+                    WAKER_TOKEN => {}
+                    LISTENER => self.accept(now),
+                    Token(t) => self.on_socket_event(t - FIRST_CONN, event, now),
+                }
+            }
+            self.apply_control(now);
+            if !self.read_ready(now) {
+                break;
+            }
+            self.take_handoff();
+            self.write_dirty(now);
+            if self.next_housekeeping.is_some_and(|t| t <= now) {
+                self.housekeeping(now);
+                self.write_dirty(now);
+            }
+        }
+        let now = Instant::now();
+        for slot in 0..self.conns.len() {
+            self.close(slot, TcpClose::Unconfigured, now);
+        }
+        while let Some(batch) = self.shared.tcp.pop() {
+            self.shared.tcp.give_back(batch.frames);
+        }
+    }
+
+    fn conn(&mut self, slot: usize) -> Option<&mut Conn> {
+        self.conns.get_mut(slot).and_then(Option::as_mut)
+    }
+
+    fn on_socket_event(&mut self, slot: usize, event: &mio::event::Event, now: Instant) {
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        if event.is_readable() || event.is_read_closed() || event.is_error() {
+            conn.readable = true;
+            self.readable.push(slot);
+        }
+        if event.is_writable() || event.is_write_closed() || event.is_error() {
+            conn.writable = true;
+            if conn.role == (Role::Dialed { connected: false }) {
+                self.finish_connect(slot, now);
+            }
+            self.dirty.push(slot);
+        }
+    }
+
+    fn insert(&mut self, mut conn: Conn) -> Option<usize> {
+        let slot = self.free_slots.pop().unwrap_or(self.conns.len());
+        let registered = self.poll.registry().register(
+            &mut conn.stream,
+            Token(FIRST_CONN + slot),
+            Interest::READABLE | Interest::WRITABLE,
+        );
+        if registered.is_err() {
+            if slot < self.conns.len() {
+                self.free_slots.push(slot);
+            }
+            return None;
+        }
+        self.by_addr.insert(conn.remote, slot);
+        if slot == self.conns.len() {
+            self.conns.push(Some(conn));
+        } else {
+            self.conns[slot] = Some(conn);
+        }
+        Some(slot)
+    }
+
+    fn close(&mut self, slot: usize, reason: TcpClose, now: Instant) {
+        let Some(mut conn) = self.conns.get_mut(slot).and_then(Option::take) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        conn.release(&self.shared.tcp);
+        if self.by_addr.get(&conn.remote) == Some(&slot) {
+            self.by_addr.remove(&conn.remote);
+        }
+        self.free_slots.push(slot);
+        self.stats.tcp_closed(reason);
+        tracing::debug!(remote = %conn.remote, reason = reason.name(), "TCP connection closed");
+        if let Some(dial) = self.dials.get_mut(&conn.remote)
+            && dial.slot == Some(slot)
+        {
+            dial.slot = None;
+            let lived = now.saturating_duration_since(conn.opened);
+            let healthy = conn.role == (Role::Dialed { connected: true })
+                && (lived >= HEALTHY_AFTER || conn.last_authenticated > conn.opened);
+            if healthy {
+                dial.failures = 0;
+            }
+            dial.next_attempt = now + backoff(dial.failures);
+            dial.failures = dial.failures.saturating_add(1);
+            self.next_housekeeping = earliest(self.next_housekeeping, dial.next_attempt);
+        }
+    }
+
+    fn accept(&mut self, now: Instant) {
+        loop {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, remote)) => self.admit(stream, canonical(remote), now),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // Out of file descriptors, say: the waiting connections stay queued in the kernel
+                    // until the next one arrives.
+                    tracing::warn!("cannot accept a TCP connection: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn admit(&mut self, stream: mio::net::TcpStream, remote: SocketAddr, now: Instant) {
+        self.stats.count(Counter::TcpAccepted, 1);
+        let live = self.conns.len() - self.free_slots.len();
+        if live >= MAX_CONNECTIONS {
+            self.stats.tcp_closed(TcpClose::TableFull);
+            return;
+        }
+        let mut unauthenticated = 0;
+        let mut oldest: Option<(Instant, usize)> = None;
+        for (slot, conn) in self.conns.iter().enumerate() {
+            if let Some(c) = conn
+                && !c.is_authenticated()
+            {
+                unauthenticated += 1;
+                if oldest.is_none_or(|(t, _)| c.opened < t) {
+                    oldest = Some((c.opened, slot));
+                }
+            }
+        }
+        if unauthenticated >= self.limits.max_unauthenticated.max(1)
+            && let Some((_, slot)) = oldest
+        {
+            self.close(slot, TcpClose::Evicted, now);
+        }
+        if fastwire_io::tcp::tune(&stream, self.fwmark).is_err() {
+            self.stats.tcp_closed(TcpClose::Error);
+            return;
+        }
+        let conn = Conn::new(
+            stream,
+            remote,
+            Role::Accepted {
+                authenticated: false,
+            },
+            now,
+        );
+        if let Some(slot) = self.insert(conn)
+            && let Some(conn) = self.conn(slot)
+        {
+            // Bytes may have arrived before registration.
+            conn.readable = true;
+            self.readable.push(slot);
+        }
+        self.next_housekeeping = earliest(self.next_housekeeping, now + AUTH_TIMEOUT);
+    }
+
+    fn dial(&mut self, target: SocketAddr, now: Instant) {
+        let result =
+            fastwire_io::tcp::connect(target, self.fwmark).map(mio::net::TcpStream::from_std);
+        let slot = match result {
+            Ok(stream) => self.insert(Conn::new(
+                stream,
+                target,
+                Role::Dialed { connected: false },
+                now,
+            )),
+            Err(e) => {
+                tracing::debug!(%target, "TCP connect failed: {e}");
+                None
+            }
+        };
+        let Some(dial) = self.dials.get_mut(&target) else {
+            return;
+        };
+        match slot {
+            Some(slot) => {
+                dial.slot = Some(slot);
+                self.next_housekeeping = earliest(self.next_housekeeping, now + CONNECT_TIMEOUT);
+            }
+            None => {
+                self.stats.tcp_closed(TcpClose::ConnectFailed);
+                dial.next_attempt = now + backoff(dial.failures);
+                dial.failures = dial.failures.saturating_add(1);
+                self.next_housekeeping = earliest(self.next_housekeeping, dial.next_attempt);
+            }
+        }
+    }
+
+    /// Our connection finished (or failed) its TCP handshake.
+    fn finish_connect(&mut self, slot: usize, now: Instant) {
+        let Some(conn) = self.conn(slot) else {
+            return;
+        };
+        let failed = match conn.stream.take_error() {
+            Ok(Some(_)) | Err(_) => true,
+            Ok(None) => match conn.stream.peer_addr() {
+                Ok(_) => false,
+                // Spurious wake-up: still connecting.
+                Err(e) if e.kind() == ErrorKind::NotConnected => return,
+                Err(_) => true,
+            },
+        };
+        if failed {
+            self.close(slot, TcpClose::ConnectFailed, now);
+            return;
+        }
+        conn.role = Role::Dialed { connected: true };
+        let target = conn.remote;
+        self.stats.count(Counter::TcpConnected, 1);
+        tracing::info!(%target, "TCP connection established");
+        // Say who we are at once: the other side cannot send to us before an authenticated message
+        // arrives on this connection.
+        let udp = self.shared.socket(0);
+        let mut tx = Transmit {
+            udp: udp.as_deref(),
+            outbox: &mut self.outbox,
+        };
+        for peer in self.shared.device.peers() {
+            if peer.endpoint() != Some(Endpoint::tcp(target)) {
+                continue;
+            }
+            if peer.has_session(now) {
+                self.shared
+                    .seal_and_send(&mut tx, &peer, &mut self.scratch, 0, now, &self.stats);
+            } else {
+                self.shared
+                    .initiate(&mut tx, &peer, false, now, &self.stats);
+            }
+        }
+        self.outbox.flush(&self.shared.tcp);
+    }
+
+    /// Reads every connection that has bytes waiting (up to its budget); false when the interface is gone.
+    fn read_ready(&mut self, now: Instant) -> bool {
+        let ready = std::mem::take(&mut self.readable);
+        for slot in ready {
+            match self.read_conn(slot, now) {
+                Ok(true) => self.readable.push(slot),
+                Ok(false) => {}
+                Err(ReadEnd::Close(reason)) => self.close(slot, reason, now),
+                Err(ReadEnd::InterfaceGone) => return false,
+            }
+        }
+        self.readable.sort_unstable();
+        self.readable.dedup();
+        if !self.sink.flush(&self.shared, &self.stats) {
+            return false;
+        }
+        self.outbox.flush(&self.shared.tcp);
+        true
+    }
+
+    /// Reads and handles the frames of one connection. `Ok(true)`: more to read after the budget.
+    fn read_conn(&mut self, slot: usize, now: Instant) -> Result<bool, ReadEnd> {
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+            return Ok(false);
+        };
+        if !conn.readable {
+            return Ok(false);
+        }
+        let shared = &*self.shared;
+        let stats = &*self.stats;
+        let endpoint = Endpoint::tcp(conn.remote);
+        let udp = shared.socket(0);
+        let mut tx = Transmit {
+            udp: udp.as_deref(),
+            outbox: &mut self.outbox,
+        };
+        let mut budget = READ_BUDGET;
+        while conn.readable && budget > 0 {
+            match conn.stream.read(conn.rx.spare()) {
+                Ok(0) => return Err(ReadEnd::Close(TcpClose::ByPeer)),
+                Ok(n) => {
+                    conn.rx.filled(n);
+                    budget = budget.saturating_sub(n);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => conn.readable = false,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => return Err(ReadEnd::Close(TcpClose::Error)),
+            }
+            loop {
+                let frame = match conn.rx.next_frame() {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => break,
+                    Err(FrameError::ZeroLength) => {
+                        return Err(ReadEnd::Close(TcpClose::ZeroLength));
+                    }
+                };
+                let mut authenticated = true;
+                match shared
+                    .device
+                    .handle_incoming(endpoint, frame, now, &mut self.reply)
+                {
+                    Incoming::Data {
+                        peer,
+                        len,
+                        rekey,
+                        confirmed,
+                    } => {
+                        stats.count(Counter::RxPackets, 1);
+                        let packet = &frame[DATA_HEADER_LEN..DATA_HEADER_LEN + len];
+                        if !self.sink.push(packet, shared, stats) {
+                            return Err(ReadEnd::InterfaceGone);
+                        }
+                        if rekey {
+                            shared.initiate(&mut tx, &peer, false, now, stats);
+                        }
+                        if confirmed {
+                            shared.flush_staged(
+                                &mut tx,
+                                &peer,
+                                &mut self.scratch,
+                                now,
+                                stats,
+                                false,
+                            );
+                        }
+                    }
+                    Incoming::Keepalive { peer, confirmed } => {
+                        if confirmed {
+                            shared.flush_staged(
+                                &mut tx,
+                                &peer,
+                                &mut self.scratch,
+                                now,
+                                stats,
+                                false,
+                            );
+                        }
+                    }
+                    Incoming::HandshakeComplete { peer } => {
+                        shared.flush_staged(&mut tx, &peer, &mut self.scratch, now, stats, true);
+                    }
+                    Incoming::CookieAccepted => {}
+                    Incoming::Reply { len } => {
+                        authenticated = len == RESPONSE_LEN;
+                        if len == COOKIE_REPLY_LEN {
+                            stats.count(Counter::CookieRepliesSent, 1);
+                            stats.recv_drop(RecvDrop::CookieSent);
+                        }
+                        let reply = &self.reply[..len];
+                        let queued = shared.tcp.take_buffer().is_some_and(|mut buf| {
+                            buf.extend_from_slice(&length_prefix(len).unwrap_or_default());
+                            buf.extend_from_slice(reply);
+                            conn.enqueue(buf, &shared.tcp)
+                        });
+                        if queued {
+                            self.dirty.push(slot);
+                        } else {
+                            stats.send_drop(SendDrop::TcpQueueFull, 1);
+                        }
+                    }
+                    Incoming::Dropped(reason) => {
+                        stats.recv_drop(reason);
+                        if reason == RecvDrop::Malformed {
+                            return Err(ReadEnd::Close(TcpClose::Malformed));
+                        }
+                        if !conn.is_authenticated() {
+                            return Err(ReadEnd::Close(TcpClose::Unauthenticated));
+                        }
+                        authenticated = false;
+                    }
+                }
+                if authenticated {
+                    conn.authenticated(now);
+                }
+            }
+        }
+        Ok(conn.readable)
+    }
+
+    /// Moves frames handed over by other threads onto their connections.
+    fn take_handoff(&mut self) {
+        let handoff = &self.shared.tcp;
+        while let Some(batch) = handoff.pop() {
+            let conn = self
+                .by_addr
+                .get(&batch.to)
+                .copied()
+                .and_then(|slot| Some((slot, self.conns.get_mut(slot)?.as_mut()?)));
+            match conn {
+                Some((slot, conn)) => {
+                    let packets = batch.packets as u64;
+                    if conn.enqueue(batch.frames, handoff) {
+                        self.dirty.push(slot);
+                    } else {
+                        self.stats.send_drop(SendDrop::TcpBackpressure, packets);
+                    }
+                }
+                None => {
+                    self.stats
+                        .send_drop(SendDrop::TcpNotConnected, batch.packets as u64);
+                    handoff.give_back(batch.frames);
+                }
+            }
+        }
+    }
+
+    fn write_dirty(&mut self, now: Instant) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        for &slot in &dirty {
+            let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+                continue;
+            };
+            if conn.role == (Role::Dialed { connected: false }) {
+                continue;
+            }
+            if conn.flush(&self.shared.tcp).is_err() {
+                self.close(slot, TcpClose::Error, now);
+            }
+        }
+        dirty.clear();
+        if self.dirty.is_empty() {
+            self.dirty = dirty;
+        }
+    }
+
+    fn apply_control(&mut self, now: Instant) {
+        if !self.shared.tcp_control_dirty.swap(false, Ordering::Acquire) {
+            return;
+        }
+        let control = std::mem::take(
+            &mut *self
+                .shared
+                .tcp_control
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        let Control {
+            listener,
+            fwmark,
+            dial_targets,
+        } = control;
+        if let Some(mark) = fwmark {
+            self.fwmark = mark;
+            for conn in self.conns.iter().flatten() {
+                let _ = fastwire_io::tcp::set_fwmark(&conn.stream, mark);
+            }
+        }
+        if let Some(listener) = listener {
+            if let Some(mut old) = self.listener.take() {
+                let _ = self.poll.registry().deregister(&mut old);
+            }
+            if let Some(std_listener) = listener {
+                let mut l = mio::net::TcpListener::from_std(std_listener);
+                match self
+                    .poll
+                    .registry()
+                    .register(&mut l, LISTENER, Interest::READABLE)
+                {
+                    Ok(()) => {
+                        self.listener = Some(l);
+                        self.accept(now);
+                    }
+                    Err(e) => tracing::error!("cannot watch the TCP listener: {e}"),
+                }
+            }
+        }
+        if let Some(targets) = dial_targets {
+            let wanted: HashSet<SocketAddr> = targets.into_iter().collect();
+            let gone: Vec<SocketAddr> = self
+                .dials
+                .keys()
+                .filter(|a| !wanted.contains(a))
+                .copied()
+                .collect();
+            for target in gone {
+                if let Some(slot) = self.dials.remove(&target).and_then(|d| d.slot) {
+                    self.close(slot, TcpClose::Unconfigured, now);
+                }
+            }
+            for target in wanted {
+                self.dials.entry(target).or_insert(Dial {
+                    slot: None,
+                    failures: 0,
+                    next_attempt: now,
+                });
+            }
+            self.next_housekeeping = Some(now);
+        }
+    }
+
+    /// Closes connections past their deadline, dials what is due, and finds the next deadline.
+    fn housekeeping(&mut self, now: Instant) {
+        let endpoints: HashSet<SocketAddr> = self
+            .shared
+            .device
+            .peers()
+            .iter()
+            .filter_map(|p| p.endpoint().filter(Endpoint::is_tcp).map(|e| e.addr))
+            .collect();
+        let mut expired = Vec::new();
+        for (slot, conn) in self.conns.iter().enumerate() {
+            let Some(conn) = conn else { continue };
+            let (deadline, reason) = match conn.role {
+                Role::Accepted {
+                    authenticated: false,
+                } => (conn.opened + AUTH_TIMEOUT, TcpClose::AuthTimeout),
+                Role::Accepted {
+                    authenticated: true,
+                } if !endpoints.contains(&conn.remote) => {
+                    (conn.last_authenticated + IDLE_TIMEOUT, TcpClose::Idle)
+                }
+                Role::Dialed { connected: false } => {
+                    (conn.opened + CONNECT_TIMEOUT, TcpClose::ConnectFailed)
+                }
+                _ => continue,
+            };
+            if deadline <= now {
+                expired.push((slot, reason));
+            }
+        }
+        for (slot, reason) in expired {
+            self.close(slot, reason, now);
+        }
+        let due: Vec<SocketAddr> = self
+            .dials
+            .iter()
+            .filter(|(_, d)| d.slot.is_none() && d.next_attempt <= now)
+            .map(|(target, _)| *target)
+            .collect();
+        for target in due {
+            self.dial(target, now);
+        }
+        self.next_housekeeping = self.next_deadline(&endpoints, now);
+    }
+
+    fn next_deadline(&self, endpoints: &HashSet<SocketAddr>, now: Instant) -> Option<Instant> {
+        let conns = self.conns.iter().flatten().filter_map(|c| match c.role {
+            Role::Accepted {
+                authenticated: false,
+            } => Some(c.opened + AUTH_TIMEOUT),
+            // Roaming may stop it being an endpoint at any time: look again an idle period later.
+            Role::Accepted {
+                authenticated: true,
+            } if endpoints.contains(&c.remote) => Some(now + IDLE_TIMEOUT),
+            Role::Accepted {
+                authenticated: true,
+            } => Some((c.last_authenticated + IDLE_TIMEOUT).max(now)),
+            Role::Dialed { connected: false } => Some(c.opened + CONNECT_TIMEOUT),
+            Role::Dialed { connected: true } => None,
+        });
+        let dials = self
+            .dials
+            .values()
+            .filter(|d| d.slot.is_none())
+            .map(|d| d.next_attempt);
+        conns.chain(dials).min()
+    }
+}
+
+enum ReadEnd {
+    Close(TcpClose),
+    InterfaceGone,
+}

@@ -1,0 +1,131 @@
+//! TCP sockets for the WireGuard-over-TCP transport: the listener and outgoing connections, set up for a
+//! tunnel (no Nagle delay, little unsent data queued in the kernel, the fwmark that keeps them out of the
+//! tunnel's own routes). Returned non-blocking, as std types, for the engine's event loop to own.
+
+use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, TcpKeepalive, Type};
+use std::io;
+use std::net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+/// Unsent bytes the kernel may hold per connection beyond what is in flight. Small, so a bulk transfer
+/// inside the tunnel cannot build a standing queue here that delays everything behind it (seed 001:
+/// TCP over TCP must let the inner congestion control see the real path).
+pub const NOTSENT_LOWAT: u32 = 128 * 1024;
+
+/// Binds a listener on `port` on all addresses: IPv6 dual-stack when the host has IPv6, IPv4 otherwise.
+pub fn listen(port: u16, fwmark: u32) -> io::Result<TcpListener> {
+    let socket = match Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP)) {
+        Ok(s) => {
+            s.set_only_v6(false)?;
+            s.set_reuse_address(true)?;
+            s.bind(&SockAddr::from(SocketAddr::from((
+                Ipv6Addr::UNSPECIFIED,
+                port,
+            ))))?;
+            s
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
+            let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+            s.set_reuse_address(true)?;
+            s.bind(&SockAddr::from(SocketAddr::from(([0, 0, 0, 0], port))))?;
+            s
+        }
+        Err(e) => return Err(e),
+    };
+    set_mark(&socket, fwmark)?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// Starts a non-blocking connect to `to`; completion shows as writability (then check `take_error`).
+pub fn connect(to: SocketAddr, fwmark: u32) -> io::Result<TcpStream> {
+    let socket = Socket::new(Domain::for_address(to), Type::STREAM, Some(Protocol::TCP))?;
+    set_mark(&socket, fwmark)?;
+    socket.set_nonblocking(true)?;
+    match socket.connect(&SockAddr::from(to)) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    let stream: TcpStream = socket.into();
+    tune(&stream, fwmark)?;
+    Ok(stream)
+}
+
+/// Settings for every tunnel connection, accepted or ours (any socket type that wraps a TCP socket).
+pub fn tune<S>(stream: &S, fwmark: u32) -> io::Result<()>
+where
+    for<'a> SockRef<'a>: From<&'a S>,
+{
+    let s = SockRef::from(stream);
+    s.set_nonblocking(true)?;
+    s.set_tcp_nodelay(true)?;
+    set_mark(&s, fwmark)?;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        // Best effort: an old kernel without these still carries the tunnel.
+        let _ = s.set_tcp_notsent_lowat(NOTSENT_LOWAT);
+        // A path that silently dies (no RST ever arrives) is noticed within about a minute.
+        let _ = s.set_tcp_keepalive(
+            &TcpKeepalive::new()
+                .with_time(Duration::from_secs(15))
+                .with_interval(Duration::from_secs(5))
+                .with_retries(3),
+        );
+        let _ = s.set_tcp_user_timeout(Some(Duration::from_secs(30)));
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = (TcpKeepalive::new(), Duration::ZERO);
+    Ok(())
+}
+
+/// Sets SO_MARK (0 clears it); a no-op where the platform has no fwmark.
+pub fn set_fwmark<S>(stream: &S, fwmark: u32) -> io::Result<()>
+where
+    for<'a> SockRef<'a>: From<&'a S>,
+{
+    set_mark(&SockRef::from(stream), fwmark)
+}
+
+fn set_mark(socket: &Socket, fwmark: u32) -> io::Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        // Marking needs CAP_NET_ADMIN; unmarked is the default, so clearing is skipped when never set.
+        if fwmark != 0 || socket.mark().unwrap_or(0) != 0 {
+            socket.set_mark(fwmark)?;
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = (socket, fwmark);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    #[test]
+    fn listener_accepts_ipv4_and_connect_completes() {
+        let listener = listen(0, 0).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut client = connect(SocketAddr::from(([127, 0, 0, 1], port)), 0).unwrap();
+        let mut accepted = None;
+        for _ in 0..200 {
+            if let Ok((s, _)) = listener.accept() {
+                accepted = Some(s);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let mut accepted = accepted.expect("connection accepted");
+        tune(&accepted, 0).unwrap();
+        accepted.set_nonblocking(false).unwrap();
+        client.set_nonblocking(false).unwrap();
+        client.write_all(b"\x00\x01x").unwrap();
+        let mut buf = [0u8; 3];
+        accepted.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"\x00\x01x");
+    }
+}

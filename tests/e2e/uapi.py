@@ -1,0 +1,42 @@
+#!/usr/bin/env python3
+"""Sends one request to a WireGuard UAPI socket and prints the answer, for what `wg` cannot say.
+
+Usage: uapi.py SOCKET LINE...   e.g. uapi.py /var/run/wireguard/wg0.sock set=1 endpoint=tcp://10.77.0.2:443
+The request is the LINEs followed by a blank line; the answer ends at the blank line after `errno=N`.
+Gives up after 5 s, so a daemon that never answers cannot hang a scenario.
+"""
+
+import socket
+import sys
+import time
+
+TIMEOUT_SECONDS = 5.0
+MAX_ANSWER_BYTES = 1 << 20
+
+
+def main():
+    if len(sys.argv) < 3:
+        sys.exit(__doc__)
+    path, lines = sys.argv[1], sys.argv[2:]
+    request = "".join(line + "\n" for line in lines) + "\n"
+    deadline = time.monotonic() + TIMEOUT_SECONDS
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(TIMEOUT_SECONDS)
+        sock.connect(path)
+        sock.sendall(request.encode())
+        answer = b""
+        # `errno=N\n\n` closes every answer; the daemon may keep the connection open for the next request.
+        while not (answer.startswith(b"errno=") or b"\nerrno=" in answer) or not answer.endswith(b"\n\n"):
+            left = deadline - time.monotonic()
+            if left <= 0 or len(answer) > MAX_ANSWER_BYTES:
+                sys.exit(f"uapi.py: no complete answer from {path} within {TIMEOUT_SECONDS:.0f} s: {answer[-200:]!r}")
+            sock.settimeout(left)
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    sys.stdout.write(answer.decode(errors="replace"))
+
+
+if __name__ == "__main__":
+    main()
