@@ -101,8 +101,8 @@ SYSTEMS = [
         command=fastwire_command,
         endpoint_scheme="tcp://",
         idle_check=True,
-        implemented=False,
-        note="not implemented yet (later issue: peers with Endpoint = tcp://...)",
+        env={"FASTWIRE_LOG": "info"},
+        note="WireGuard over TCP: A connects to B's TCP listener (Endpoint = tcp://...)",
     ),
 ]
 SYSTEMS_BY_NAME = {s.name: s for s in SYSTEMS}
@@ -376,14 +376,16 @@ class Testbed:
                 timeout=10,
             )
             return
+        # A stream transport has a client and a server: A connects, B listens.
         private_b64 = private_key.read_text().strip()
-        uapi_set(iface, [
-            f"private_key={key_hex(private_b64)}",
-            f"listen_port={WG_PORT}",
-            f"public_key={key_hex(peer_public)}",
-            f"endpoint={endpoint}",
-            f"allowed_ip={allowed}",
-        ])
+        lines = [f"private_key={key_hex(private_b64)}", f"listen_port={WG_PORT}"]
+        if side == 1:
+            lines.append(f"listen_tcp_port={WG_PORT}")
+        lines.append(f"public_key={key_hex(peer_public)}")
+        if side == 0:
+            lines.append(f"endpoint={endpoint}")
+        lines.append(f"allowed_ip={allowed}")
+        uapi_set(iface, lines)
 
     def _wait_for_path(self, attempts: int = 5) -> None:
         """The first ping also drives the handshake; give it a few tries."""
@@ -784,6 +786,9 @@ class Target:
     # fastwire's median, wireguard-go's median (None when not measured) -> met?
     passes: Callable[[float, float | None], bool]
     needs_baseline: bool = True
+    # Which system is measured, and against which (the TCP transport is judged against fastwire over UDP).
+    subject: str = "fastwire"
+    baseline: str = "wireguard-go"
 
 
 def idle_allowance(opts: argparse.Namespace) -> int:
@@ -804,18 +809,22 @@ def issue_targets(opts: argparse.Namespace) -> list[Target]:
                lambda fw, wg: fw <= 2.0),
         Target("idle CPU", "idle.ticks", "ticks", 0, f"~0 (<= {allowance} ticks)",
                lambda fw, wg: fw <= allowance, needs_baseline=False),
+        # Issue 4: the TCP transport.
+        Target("TCP transport: single-stream TCP A->B", "tcp1_ab.mbit_s", "Mbit/s", 0, ">= 0.6x fastwire UDP",
+               lambda tcp, udp: udp is not None and tcp >= 0.6 * udp, subject="fastwire-tcp", baseline="fastwire"),
+        Target("TCP transport: ping p99 under 4-stream load", "ping_load.p99_ms", "ms", 3, "<= 5 ms",
+               lambda tcp, udp: tcp <= 5.0, needs_baseline=False, subject="fastwire-tcp", baseline="fastwire"),
     ]
 
 
 def evaluate_targets(targets: list[Target], summaries: dict) -> list[dict]:
-    fw_summary = summaries.get("fastwire", {})
-    wg_summary = summaries.get("wireguard-go", {})
     rows = []
     for target in targets:
-        fw = median_of(fw_summary, target.metric)
-        wg = median_of(wg_summary, target.metric)
+        fw = median_of(summaries.get(target.subject, {}), target.metric)
+        wg = median_of(summaries.get(target.baseline, {}), target.metric)
         row = {"target": target.label, "metric": target.metric, "unit": target.unit, "digits": target.digits,
-               "fastwire": fw, "wireguard-go": wg, "ratio": None, "goal": target.goal, "result": "n/a"}
+               "system": target.subject, "value": fw, "baseline": target.baseline, "baseline_value": wg,
+               "ratio": None, "goal": target.goal, "result": "n/a"}
         if fw is not None and wg:
             row["ratio"] = fw / wg
         if fw is not None and (wg is not None or not target.needs_baseline):
@@ -883,16 +892,16 @@ def cpu_table(summaries: dict, systems: list[System], rounds: int) -> str:
 
 
 def targets_table(rows: list[dict]) -> str:
-    header = ["target", "fastwire", "wireguard-go", "fastwire / wireguard-go", "goal", "result"]
+    header = ["target", "measured", "against", "ratio", "goal", "result"]
     body = []
     for row in rows:
-        def value(v: float | None) -> str:
-            return "n/a" if v is None else f"{v:.{row['digits']}f} {row['unit']}"
+        def value(system: str, v: float | None) -> str:
+            return f"{system} n/a" if v is None else f"{system} {v:.{row['digits']}f} {row['unit']}"
 
         body.append([
             row["target"],
-            value(row["fastwire"]),
-            value(row["wireguard-go"]),
+            value(row["system"], row["value"]),
+            value(row["baseline"], row["baseline_value"]),
             "n/a" if row["ratio"] is None else f"{row['ratio']:.2f}",
             row["goal"],
             row["result"],
@@ -975,7 +984,8 @@ def write_markdown(path: Path, svg_name: str, command: str, info: dict, opts: ar
     ]
     if tables["cpu"]:
         lines += ["## CPU seconds per GB, every TCP test", "", tables["cpu"], ""]
-    lines += ["## Targets (issue 3): fastwire vs wireguard-go", "", tables["targets"], ""]
+    lines += ["## Targets (issue 3: fastwire vs wireguard-go; issue 4: fastwire over TCP vs over UDP)", "",
+              tables["targets"], ""]
     if skipped:
         lines += ["## Not measured", ""] + [f"- {name}: {why}" for name, why in skipped.items()] + [""]
     if errors:

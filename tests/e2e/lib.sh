@@ -393,3 +393,70 @@ bulk() {
 	bulk_start "$@"
 	bulk_finish
 }
+
+# ------------------------------------------------------------------------------------ UAPI and TCP transport
+
+# uapi SIDE LINE...: one UAPI request to SIDE's daemon (LINEs plus the closing blank line); prints the answer.
+uapi() {
+	local side=$1
+	shift
+	timeout 10 python3 "$E2E_DIR/uapi.py" "$(sockpath "$side")" "$@"
+}
+
+# uapi_set SIDE KEY=VALUE...: one `set=1` transaction, for what `wg set` cannot express (tcp:// endpoints,
+# listen_tcp_port). Fails the scenario unless the daemon answers errno=0.
+uapi_set() {
+	local side=$1 answer
+	shift
+	answer=$(uapi "$side" set=1 "$@" 2>&1) || fail "UAPI set=1 $* on $side failed: $answer"
+	[[ $answer == *errno=0* ]] || fail "UAPI set=1 $* on $side answered: $(echo "$answer" | tr '\n' ' ')"
+}
+
+# hexkey BASE64_KEY: the key as the UAPI spells it.
+hexkey() { base64 -d <<<"$1" | od -An -tx1 | tr -d ' \n'; }
+
+# tcp_endpoint SIDE PEER_SIDE ENDPOINT: points SIDE's peer PEER_SIDE at tcp://ENDPOINT.
+tcp_endpoint() { uapi_set "$1" "public_key=$(hexkey "$(pubkey "$2")")" "endpoint=tcp://$3"; }
+
+# fw_stats SIDE: fastwire's counters (`fastwire-stats=1`) as NAME=VALUE lines.
+fw_stats() { uapi "$1" fastwire-stats=1; }
+
+# fw_stat SIDE NAME: one counter (tcp_connections_established, tcp_closed_by_peer, drop_tx_tcp_not_connected..),
+# 0 when the daemon has not counted any.
+fw_stat() {
+	local value
+	value=$(fw_stats "$1" 2>/dev/null | awk -F= -v k="$2" '$1 == k { print $2 }')
+	echo "${value:-0}"
+}
+
+# fw_stat_at_least SIDE NAME MIN: for wait_until.
+fw_stat_at_least() { (($(fw_stat "$1" "$2") >= $3)); }
+
+# fw_show SIDE: `fastwire show` of SIDE's interface, kept in the log directory.
+fw_show() {
+	nsx "$1" "$FASTWIRE" show "$(ifname "$1")" >"$LOG_DIR/fastwire-show-$1.txt" 2>&1 ||
+		fail "fastwire show $(ifname "$1") failed: $(head -n 3 "$LOG_DIR/fastwire-show-$1.txt")"
+	cat "$LOG_DIR/fastwire-show-$1.txt"
+}
+
+# udp_counter SIDE PORT: counts (nft) the UDP datagrams SIDE's namespace receives for PORT, from now on;
+# udp_count SIDE PORT reads it. Proves a tunnel meant to run over TCP never fell back to UDP.
+udp_counter() {
+	nsx "$1" nft delete table inet fwe2e_udp 2>/dev/null
+	nsx "$1" nft -f - <<-NFT || fail "nft: adding the UDP counter in $1 failed"
+		table inet fwe2e_udp {
+			chain input {
+				type filter hook input priority 0; policy accept;
+				udp dport $2 counter
+			}
+		}
+	NFT
+}
+udp_count() {
+	nsx "$1" nft list chain inet fwe2e_udp input 2>/dev/null |
+		awk -v p="$2" '$0 ~ "udp dport " p " counter" { for (i = 1; i < NF; i++) if ($i == "packets") { print $(i + 1); exit } }'
+}
+udp_count_at_least() { (($(udp_count "$1" "$2") >= $3)); }
+
+# daemon_rss_kib SIDE: the daemon's resident memory.
+daemon_rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/${DAEMON_PID[$1]}/status"; }

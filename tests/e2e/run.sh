@@ -39,6 +39,10 @@ CASES=(
 	"06-uapi $F $F"
 	"07-garbage $F $F"
 	"08-errors $F -"
+	"09-tcp $F $F"
+	"10-tcp-reconnect $F $F"
+	"11-tcp-mixed $F $F"
+	"12-tcp-hostile $F $F"
 )
 
 selected() {

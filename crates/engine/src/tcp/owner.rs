@@ -402,8 +402,10 @@ impl Owner {
                 self.shared
                     .seal_and_send(&mut tx, &peer, &mut self.scratch, 0, now, &self.stats);
             } else {
+                // An initiation sent while there was no connection was lost: send one now rather than
+                // wait out the retry timer.
                 self.shared
-                    .initiate(&mut tx, &peer, false, now, &self.stats);
+                    .initiate(&mut tx, &peer, true, now, &self.stats);
             }
         }
         self.outbox.flush(&self.shared.tcp);

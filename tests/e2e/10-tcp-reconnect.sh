@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# 10 tcp-reconnect: A (IMPL_A) dials B (IMPL_B) over TCP and sends 64 MiB through the tunnel; mid-transfer
+# the outer TCP connection is cut, three ways in turn: `ss -K` in A's namespace, `ss -K` in B's, and an nft
+# rule in B answering every segment to the TCP port with a reset for 2 s (so the first redials fail too).
+# Each time A must dial again (tcp connections established grows), B must accept it and the transfer must
+# complete and verify. A's link is rate-limited so the cut lands mid-transfer.
+# shellcheck source=tests/e2e/lib.sh
+source "$(dirname "$0")/lib.sh"
+require_basics "$IMPL_A" "$IMPL_B"
+if [[ $IMPL_A != fastwire* || $IMPL_B != fastwire* ]]; then
+	not_checked "the TCP transport (only fastwire has it)"
+	pass
+fi
+require socat ping python3 nft tc
+
+TCP_PORT=443
+RESET_SECONDS=2
+
+setup_pair
+make_random_file "$WORK/bulk.bin" 64
+start_pair "" ""
+uapi_set b "listen_tcp_port=$TCP_PORT"
+tcp_endpoint a b "10.77.0.2:$TCP_PORT"
+check_ping a 10.78.0.2
+# tbf, not netem: this kernel has no sch_netem. ~3 s for 64 MiB.
+tc -n "$(nsname a)" qdisc add dev ua root tbf rate 200mbit burst 256kb latency 100ms ||
+	fail "tc tbf rate limit on A failed"
+
+received_at_least() { (($(stat -c %s "$BULK_OUT" 2>/dev/null || echo 0) >= $1)); }
+
+# cut_mid_transfer HOW: starts the transfer, cuts the outer connection (HOW names a function) after 16 MiB,
+# then waits for A to dial again and the transfer to verify.
+cut_mid_transfer() {
+	local how=$1 established accepted t0
+	established=$(fw_stat a tcp_connections_established)
+	accepted=$(fw_stat b tcp_connections_accepted)
+	bulk_start a b 10.78.0.2 "$WORK/bulk.bin" 60
+	wait_until 20 received_at_least $((16 * 1048576)) || fail "transfer did not reach 16 MiB within 20 s"
+	t0=$(now_ms)
+	"$how"
+	received_at_least "$(stat -c %s "$WORK/bulk.bin")" && fail "transfer finished before the cut; the test proves nothing"
+	wait_until 15 fw_stat_at_least a tcp_connections_established $((established + 1)) ||
+		fail "A did not dial B again within 15 s of the cut (established: $(fw_stat a tcp_connections_established))"
+	log "A connected again $(($(now_ms) - t0)) ms after the cut"
+	wait_until 5 fw_stat_at_least b tcp_connections_accepted $((accepted + 1)) ||
+		fail "B did not accept A's new connection (accepted: $(fw_stat b tcp_connections_accepted))"
+	bulk_finish
+	check_ping a 10.78.0.2
+	check_ping b 10.78.0.1
+	log "close reasons on A: $(fw_stats a | awk -F= '/^tcp_closed_/ && $2 > 0' | paste -sd' ')," \
+		"on B: $(fw_stats b | awk -F= '/^tcp_closed_/ && $2 > 0' | paste -sd' ')"
+}
+
+# ss_kill SIDE FILTER...: destroys the matching established sockets; at least one must match.
+ss_kill() {
+	local side=$1 killed
+	shift
+	killed=$(nsx "$side" ss -Htn -K state established "$@") || fail "ss -K in $side failed"
+	[[ -n $killed ]] || fail "ss -K in $side found no established connection matching: $*"
+	log "ss -K in $side: $(echo "$killed" | awk '{ print $3, "->", $4 }' | paste -sd' ')"
+}
+
+kill_client_side() { ss_kill a dst "10.77.0.2:$TCP_PORT"; }
+# Only established sockets: the listener on the same port must survive.
+kill_server_side() { ss_kill b sport = ":$TCP_PORT"; }
+reset_for_a_while() {
+	nsx b nft -f - <<-NFT || fail "nft: adding the reset rule in B failed"
+		table inet fwe2e_reset {
+			chain input {
+				type filter hook input priority 0; policy accept;
+				tcp dport $TCP_PORT reject with tcp reset
+			}
+		}
+	NFT
+	sleep "$RESET_SECONDS"
+	nsx b nft delete table inet fwe2e_reset || fail "nft: removing the reset rule in B failed"
+}
+
+step "cut by ss -K on the client (A)"
+cut_mid_transfer kill_client_side
+
+step "cut by ss -K on the server (B)"
+cut_mid_transfer kill_server_side
+
+step "B resets every segment to port $TCP_PORT for $RESET_SECONDS s"
+failed0=$(fw_stat a tcp_closed_connect_failed)
+cut_mid_transfer reset_for_a_while
+failed=$(fw_stat a tcp_closed_connect_failed)
+((failed > failed0)) || fail "A counted no failed connection attempt while B reset them ($failed0 -> $failed)"
+
+established=$(fw_stat a tcp_connections_established)
+((established >= 4)) || fail "A established $established TCP connections, want at least 4 (1 + one per cut)"
+daemon_alive a && daemon_alive b || fail "a daemon died"
+log "A established $established connections; $failed failed attempts while B reset them"
+pass
