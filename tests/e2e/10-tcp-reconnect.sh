@@ -28,21 +28,22 @@ tc -n "$(nsname a)" qdisc add dev ua root tbf rate 200mbit burst 256kb latency 1
 
 received_at_least() { (($(stat -c %s "$BULK_OUT" 2>/dev/null || echo 0) >= $1)); }
 
-# cut_mid_transfer HOW: starts the transfer, cuts the outer connection (HOW names a function) after 16 MiB,
-# then waits for A to dial again and the transfer to verify.
-cut_mid_transfer() {
-	local how=$1 established accepted t0
-	established=$(fw_stat a tcp_connections_established)
-	accepted=$(fw_stat b tcp_connections_accepted)
+# start_and_reach MIB: notes A's and B's connection counters, starts the transfer and waits until MIB arrived.
+start_and_reach() {
+	established0=$(fw_stat a tcp_connections_established)
+	accepted0=$(fw_stat b tcp_connections_accepted)
 	bulk_start a b 10.78.0.2 "$WORK/bulk.bin" 60
-	wait_until 20 received_at_least $((16 * 1048576)) || fail "transfer did not reach 16 MiB within 20 s"
-	t0=$(now_ms)
-	"$how"
+	wait_until 20 received_at_least $(($1 * 1048576)) || fail "transfer did not reach $1 MiB within 20 s"
+	cut_at=$(now_ms)
+}
+
+# reconnects_and_completes: after the cut, A dials again, B accepts, the transfer completes and verifies.
+reconnects_and_completes() {
 	received_at_least "$(stat -c %s "$WORK/bulk.bin")" && fail "transfer finished before the cut; the test proves nothing"
-	wait_until 15 fw_stat_at_least a tcp_connections_established $((established + 1)) ||
+	wait_until 15 fw_stat_at_least a tcp_connections_established $((established0 + 1)) ||
 		fail "A did not dial B again within 15 s of the cut (established: $(fw_stat a tcp_connections_established))"
-	log "A connected again $(($(now_ms) - t0)) ms after the cut"
-	wait_until 5 fw_stat_at_least b tcp_connections_accepted $((accepted + 1)) ||
+	log "A connected again $(($(now_ms) - cut_at)) ms after the cut"
+	wait_until 5 fw_stat_at_least b tcp_connections_accepted $((accepted0 + 1)) ||
 		fail "B did not accept A's new connection (accepted: $(fw_stat b tcp_connections_accepted))"
 	bulk_finish
 	check_ping a 10.78.0.2
@@ -60,36 +61,37 @@ ss_kill() {
 	log "ss -K in $side: $(echo "$killed" | awk '{ print $3, "->", $4 }' | paste -sd' ')"
 }
 
-kill_client_side() { ss_kill a dst "10.77.0.2:$TCP_PORT"; }
-# Only established sockets: the listener on the same port must survive.
-kill_server_side() { ss_kill b sport = ":$TCP_PORT"; }
-reset_for_a_while() {
-	nsx b nft -f - <<-NFT || fail "nft: adding the reset rule in B failed"
-		table inet fwe2e_reset {
-			chain input {
-				type filter hook input priority 0; policy accept;
-				tcp dport $TCP_PORT reject with tcp reset
-			}
-		}
-	NFT
-	sleep "$RESET_SECONDS"
-	nsx b nft delete table inet fwe2e_reset || fail "nft: removing the reset rule in B failed"
-}
-
 step "cut by ss -K on the client (A)"
-cut_mid_transfer kill_client_side
+start_and_reach 16
+ss_kill a dst "10.77.0.2:$TCP_PORT"
+reconnects_and_completes
 
 step "cut by ss -K on the server (B)"
-cut_mid_transfer kill_server_side
+start_and_reach 16
+# Established sockets only: the listener on the same port must survive.
+ss_kill b sport = ":$TCP_PORT"
+reconnects_and_completes
 
 step "B resets every segment to port $TCP_PORT for $RESET_SECONDS s"
 failed0=$(fw_stat a tcp_closed_connect_failed)
-cut_mid_transfer reset_for_a_while
+start_and_reach 16
+nsx b nft -f - <<-NFT || fail "nft: adding the reset rule in B failed"
+	table inet fwe2e_reset {
+		chain input {
+			type filter hook input priority 0; policy accept;
+			tcp dport $TCP_PORT reject with tcp reset
+		}
+	}
+NFT
+sleep "$RESET_SECONDS"
+nsx b nft delete table inet fwe2e_reset || fail "nft: removing the reset rule in B failed"
+reconnects_and_completes
 failed=$(fw_stat a tcp_closed_connect_failed)
 ((failed > failed0)) || fail "A counted no failed connection attempt while B reset them ($failed0 -> $failed)"
 
 established=$(fw_stat a tcp_connections_established)
 ((established >= 4)) || fail "A established $established TCP connections, want at least 4 (1 + one per cut)"
-daemon_alive a && daemon_alive b || fail "a daemon died"
+daemon_alive a || fail "A died"
+daemon_alive b || fail "B died"
 log "A established $established connections; $failed failed attempts while B reset them"
 pass

@@ -439,24 +439,82 @@ fw_show() {
 	cat "$LOG_DIR/fastwire-show-$1.txt"
 }
 
-# udp_counter SIDE PORT: counts (nft) the UDP datagrams SIDE's namespace receives for PORT, from now on;
-# udp_count SIDE PORT reads it. Proves a tunnel meant to run over TCP never fell back to UDP.
+# udp_counter SIDE PORT [DEV...]: counts (nft) the UDP datagrams SIDE's namespace receives for PORT from now
+# on, per incoming DEV if given; udp_count SIDE PORT [DEV] reads it. Proves a tunnel meant to run over TCP
+# never used UDP.
 udp_counter() {
-	nsx "$1" nft delete table inet fwe2e_udp 2>/dev/null
-	nsx "$1" nft -f - <<-NFT || fail "nft: adding the UDP counter in $1 failed"
+	local side=$1 port=$2 rules="udp dport $2 counter" dev
+	shift 2
+	if (($#)); then
+		rules=""
+		for dev in "$@"; do rules+="iifname \"$dev\" udp dport $port counter"$'\n'; done
+	fi
+	nsx "$side" nft delete table inet fwe2e_udp 2>/dev/null
+	nsx "$side" nft -f - <<-NFT || fail "nft: adding the UDP counter in $side failed"
 		table inet fwe2e_udp {
 			chain input {
 				type filter hook input priority 0; policy accept;
-				udp dport $2 counter
+				$rules
 			}
 		}
 	NFT
 }
 udp_count() {
+	local rule="udp dport $2 counter"
+	[[ -n ${3:-} ]] && rule="iifname \"$3\" $rule"
 	nsx "$1" nft list chain inet fwe2e_udp input 2>/dev/null |
-		awk -v p="$2" '$0 ~ "udp dport " p " counter" { for (i = 1; i < NF; i++) if ($i == "packets") { print $(i + 1); exit } }'
+		awk -v r="$rule" 'index($0, "\t" r " packets ") { for (i = 1; i < NF; i++) if ($i == "packets") { print $(i + 1); exit } }'
 }
-udp_count_at_least() { (($(udp_count "$1" "$2") >= $3)); }
+# udp_count_at_least SIDE PORT MIN [DEV]
+udp_count_at_least() { (($(udp_count "$1" "$2" "${4:-}") >= $3)); }
 
 # daemon_rss_kib SIDE: the daemon's resident memory.
 daemon_rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/${DAEMON_PID[$1]}/status"; }
+
+# bulk_many SECONDS FILE "SRC DST DST_ADDR"...: every transfer at once, each its own TCP connection (socat);
+# all must arrive complete with the sent file's sha256 within SECONDS.
+bulk_many() {
+	local t=$1 file=$2 src dst dst_addr port base i n listen t0 size got tx_rc rx_rc
+	shift 2
+	local -a specs=("$@") srcs=() connects=() outs=() descs=() rx_pids=() tx_pids=()
+	base=$((20000 + RANDOM % 20000))
+	n=${#specs[@]}
+	for ((i = 0; i < n; i++)); do
+		read -r src dst dst_addr <<<"${specs[i]}"
+		port=$((base + i))
+		srcs[i]=$src
+		outs[i]="$WORK/received-many.$port"
+		descs[i]="$src -> $dst_addr ($dst)"
+		if [[ $dst_addr == *:* ]]; then
+			listen="TCP6-LISTEN:$port,reuseaddr" connects[i]="TCP6:[$dst_addr]:$port"
+		else
+			listen="TCP4-LISTEN:$port,reuseaddr" connects[i]="TCP4:$dst_addr:$port"
+		fi
+		timeout "$t" ip netns exec "$(nsname "$dst")" socat -u "$listen" "OPEN:${outs[i]},creat,trunc" \
+			2>>"$LOG_DIR/socat.log" &
+		rx_pids[i]=$!
+		wait_until 5 tcp_listening "$dst" "$port" || fail "socat receiver did not listen on port $port in $dst"
+	done
+	t0=$(now_ms)
+	for ((i = 0; i < n; i++)); do
+		timeout "$t" ip netns exec "$(nsname "${srcs[i]}")" socat -u "OPEN:$file" "${connects[i]}" \
+			2>>"$LOG_DIR/socat.log" &
+		tx_pids[i]=$!
+	done
+	size=$(stat -c %s "$file")
+	for ((i = 0; i < n; i++)); do
+		wait "${tx_pids[i]}"
+		tx_rc=$?
+		wait "${rx_pids[i]}"
+		rx_rc=$?
+		got=$(stat -c %s "${outs[i]}" 2>/dev/null || echo 0)
+		((tx_rc == 124 || rx_rc == 124)) && fail "bulk ${descs[i]} timed out after $t s ($got of $size bytes arrived)"
+		((tx_rc == 0)) || fail "bulk ${descs[i]}: sender exited $tx_rc ($got of $size bytes arrived)"
+		((rx_rc == 0)) || fail "bulk ${descs[i]}: receiver exited $rx_rc ($got of $size bytes arrived)"
+		((got == size)) || fail "bulk ${descs[i]}: $got of $size bytes arrived"
+		[[ $(sha256sum <"${outs[i]}" | cut -d' ' -f1) == "$(cat "$file.sha256")" ]] ||
+			fail "bulk ${descs[i]}: all $size bytes arrived but their sha256 differs from the sent file's"
+		rm -f "${outs[i]}"
+	done
+	log "bulk: $n transfers of $((size / 1048576)) MiB at once, all verified (sha256), in $(($(now_ms) - t0)) ms"
+}

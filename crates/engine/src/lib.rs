@@ -189,7 +189,7 @@ impl Engine {
             let rebind = port != configured && (port == 0 || current != Some(port));
             if rebind {
                 let fwmark = self.shared.fwmark.load(Ordering::Relaxed);
-                let workers = self.stats.len();
+                let workers = self.shared.worker_wakers.len();
                 let group = UdpSocket::bind_group(port, fwmark, workers).map_err(|e| {
                     if e.kind() == std::io::ErrorKind::AddrInUse {
                         SetError::PortInUse(port)

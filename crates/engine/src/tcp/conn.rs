@@ -81,8 +81,13 @@ impl Conn {
         if self.queued_bytes + frames.len() > SEND_QUEUE_LIMIT.max(frames.len())
             && !self.queue.is_empty()
         {
-            handoff.give_back(frames);
-            return false;
+            // The kernel may have room by now (the owner was busy or descheduled): try it first.
+            if self.flush(handoff).is_err()
+                || self.queued_bytes + frames.len() > SEND_QUEUE_LIMIT.max(frames.len())
+            {
+                handoff.give_back(frames);
+                return false;
+            }
         }
         self.queued_bytes += frames.len();
         self.queue.push_back(frames);
@@ -137,5 +142,70 @@ impl Conn {
         }
         self.queued_bytes = 0;
         self.sent_of_first = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::time::Duration;
+
+    use super::super::handoff::test_handoff as handoff;
+
+    /// A connected pair over loopback: ours (non-blocking, as the owner holds it) and the far end.
+    fn pair() -> (Conn, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let ours = std::net::TcpStream::connect(addr).unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let (far, _) = listener.accept().unwrap();
+        far.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let conn = Conn::new(
+            mio::net::TcpStream::from_std(ours),
+            addr,
+            Role::Dialed { connected: true },
+            Instant::now(),
+        );
+        (conn, far)
+    }
+
+    #[test]
+    fn queued_buffers_arrive_in_order_and_return_to_the_pool() {
+        let (_poll, h) = handoff();
+        let (mut conn, mut far) = pair();
+        let mut expected = Vec::new();
+        for i in 0..5u8 {
+            let mut buf = h.take_buffer().unwrap();
+            buf.extend(std::iter::repeat_n(i, 10_000));
+            expected.extend_from_slice(&buf);
+            assert!(conn.enqueue(buf, &h));
+        }
+        conn.writable = true;
+        conn.flush(&h).unwrap();
+        let mut got = vec![0u8; expected.len()];
+        far.read_exact(&mut got).unwrap();
+        assert_eq!(got, expected);
+        // All five buffers are back: the whole pool can be taken again.
+        let taken: Vec<_> = std::iter::from_fn(|| h.take_buffer()).collect();
+        assert_eq!(taken.len(), super::super::handoff::POOL_BUFFERS);
+    }
+
+    #[test]
+    fn a_full_queue_refuses_instead_of_growing() {
+        let (_poll, h) = handoff();
+        let (mut conn, _far) = pair();
+        let mut accepted = 0;
+        for _ in 0..32 {
+            let mut buf = h.take_buffer().unwrap();
+            buf.resize(60_000, 1);
+            if conn.enqueue(buf, &h) {
+                accepted += 1;
+            }
+        }
+        assert_eq!(accepted, SEND_QUEUE_LIMIT / 60_000);
+        conn.release(&h);
+        let taken: Vec<_> = std::iter::from_fn(|| h.take_buffer()).collect();
+        assert_eq!(taken.len(), super::super::handoff::POOL_BUFFERS);
     }
 }

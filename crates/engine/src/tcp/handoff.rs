@@ -114,14 +114,20 @@ impl Outbox {
     }
 }
 
+/// A handoff for tests, with the poll instance its waker belongs to.
+#[cfg(test)]
+pub(crate) fn test_handoff() -> (mio::Poll, TcpHandoff) {
+    let poll = mio::Poll::new().unwrap();
+    let waker = mio::Waker::new(poll.registry(), mio::Token(0)).unwrap();
+    (poll, TcpHandoff::new(waker))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn handoff() -> (mio::Poll, TcpHandoff) {
-        let poll = mio::Poll::new().unwrap();
-        let waker = mio::Waker::new(poll.registry(), mio::Token(0)).unwrap();
-        (poll, TcpHandoff::new(waker))
+        test_handoff()
     }
 
     #[test]

@@ -404,8 +404,7 @@ impl Owner {
             } else {
                 // An initiation sent while there was no connection was lost: send one now rather than
                 // wait out the retry timer.
-                self.shared
-                    .initiate(&mut tx, &peer, true, now, &self.stats);
+                self.shared.initiate(&mut tx, &peer, true, now, &self.stats);
             }
         }
         self.outbox.flush(&self.shared.tcp);
