@@ -3,7 +3,9 @@
 # endpoint is tcp://B (set over the UAPI: `wg set` cannot say tcp://). IPv4 + IPv6 ping inside the tunnel
 # and a 64 MiB transfer verified by sha256: A -> B over the IPv4 underlay, B -> A (server to client) over the
 # IPv6 one. nft counters on both UDP ports prove no datagram was used; `wg show dump`, `fastwire show`,
-# UAPI get=1 and `ss` must all show the one TCP connection.
+# UAPI get=1 and `ss` must all show the one TCP connection. Last, both sides from wg-quick files with
+# `fastwire up` (ListenTcpPort; Endpoint = tcp://... with a default route, so the connection must carry the
+# fwmark).
 # shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 require_basics "$IMPL_A" "$IMPL_B"
@@ -86,4 +88,47 @@ tcp_case 10.77.0.2 10.77.0.1 a b 10.78.0.2
 
 step "A dials B over TCP on the IPv6 underlay; 64 MiB B -> A"
 tcp_case fd77::2 fd77::1 b a fd78::1
+
+# up_side SIDE NS_SIDE FILE: `fastwire up FILE` in NS_SIDE's namespace, tracked as daemon SIDE for cleanup.
+up_side() {
+	ip netns exec "$(nsname "$2")" "$FASTWIRE" up "$3" >>"$LOG_DIR/daemon-up-$1.log" 2>&1 &
+	DAEMON_PID[$1]=$!
+	wait_until 10 test -S "$(sockpath "$1")" || fail "fastwire up $3 did not come up: $(tail -n 3 "$LOG_DIR/daemon-up-$1.log")"
+}
+
+step "fastwire up from wg-quick files: B with ListenTcpPort, A with Endpoint = tcp://... and a default route"
+cat >"$WORK/$(ifname tb).conf" <<EOF
+[Interface]
+PrivateKey = $(cat "$WORK/b.key")
+ListenPort = $PORT_B
+ListenTcpPort = $TCP_PORT
+Address = 10.78.0.2/24
+
+[Peer]
+PublicKey = $(pubkey a)
+AllowedIPs = 10.78.0.1/32
+EOF
+cat >"$WORK/$(ifname ta).conf" <<EOF
+[Interface]
+PrivateKey = $(cat "$WORK/a.key")
+Address = 10.78.0.1/24
+
+[Peer]
+PublicKey = $(pubkey b)
+Endpoint = tcp://10.77.0.2:$TCP_PORT
+AllowedIPs = 0.0.0.0/0
+PersistentKeepalive = 25
+EOF
+up_side tb b "$WORK/$(ifname tb).conf"
+up_side ta a "$WORK/$(ifname ta).conf"
+# All of A's traffic goes into the tunnel now: the ping works only if the TCP connection itself carries the
+# fwmark that keeps it on the underlay.
+check_ping a 10.78.0.2
+check_ping b 10.78.0.1
+# (ss -e complains on stderr where no cgroup2 is mounted.)
+nsx a ss -Htne state established "dst 10.77.0.2:$TCP_PORT" >"$WORK/ss-up-a" 2>/dev/null
+grep "fwmark:0x" "$WORK/ss-up-a" >/dev/null ||
+	fail "A's TCP connection carries no fwmark: $(tr '\n' ' ' <"$WORK/ss-up-a")"
+stop_impl ta TERM
+stop_impl tb TERM
 pass

@@ -566,3 +566,40 @@ fn confirming_keepalive_is_reported() {
         other => panic!("{}", describe(&other)),
     }
 }
+
+/// Roaming between transports is ordinary roaming: replies follow the latest authenticated packet,
+/// whether it came over UDP or a TCP connection; an unauthenticated one moves nothing.
+#[test]
+fn endpoint_follows_the_latest_authenticated_packet_across_transports() {
+    use fastwire_proto::Endpoint;
+    let now = Instant::now();
+    let (a, b) = pair(now, None);
+    handshake(&a, &b, now);
+    assert_eq!(b.peer.endpoint(), Some(Endpoint::udp(a.addr)));
+    let over_tcp = Endpoint::tcp(SocketAddr::from(([127, 0, 0, 1], 40_000)));
+    let mut scratch = [0u8; 256];
+    let mut send = |from: Endpoint| {
+        let mut buf = vec![0u8; DATA_HEADER_LEN + TAILROOM];
+        let s = a.dev.seal(&a.peer, &mut buf, 0, MTU, now).unwrap();
+        let got = b
+            .dev
+            .handle_incoming(from, &mut buf[..s.len], now, &mut scratch);
+        assert!(matches!(got, Incoming::Keepalive { .. }), "{}", describe(&got));
+    };
+    send(over_tcp);
+    assert_eq!(b.peer.endpoint(), Some(over_tcp));
+    let sealed = b.dev.seal(&b.peer, &mut [0u8; 64], 0, MTU, now).unwrap();
+    assert_eq!(sealed.endpoint, over_tcp, "B answers over the TCP connection");
+    send(Endpoint::udp(a.addr));
+    assert_eq!(b.peer.endpoint(), Some(Endpoint::udp(a.addr)));
+    // A forged packet from another TCP connection does not move the endpoint.
+    let mut forged = [4u8, 0, 0, 0, 1, 2, 3, 4, 0, 0, 0, 0, 0, 0, 0, 9]
+        .into_iter()
+        .chain([0u8; 16])
+        .collect::<Vec<_>>();
+    let got = b
+        .dev
+        .handle_incoming(over_tcp, &mut forged, now, &mut scratch);
+    assert!(matches!(got, Incoming::Dropped(_)), "{}", describe(&got));
+    assert_eq!(b.peer.endpoint(), Some(Endpoint::udp(a.addr)));
+}
