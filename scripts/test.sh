@@ -12,8 +12,9 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 
 # What the e2e scenarios call: wireguard-go (the reference peer), wg / wg-quick, ip / ss / tc, socat (TCP
-# transfers, a port holder), ping, python3 (garbage spray), setpriv (util-linux), ps / sysctl (procps).
-PACKAGES=(wireguard-go wireguard-tools iproute2 socat iputils-ping python3 util-linux procps)
+# transfers, a port holder), ping, python3 (garbage spray, hostile TCP clients, UAPI), setpriv (util-linux),
+# ps / sysctl (procps), nft (UDP counters, a TCP reset rule: nftables), iperf3 (throughput under attack).
+PACKAGES=(wireguard-go wireguard-tools iproute2 socat iputils-ping python3 util-linux procps nftables iperf3)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep >/dev/null 'install ok installed' || missing+=("$pkg")
