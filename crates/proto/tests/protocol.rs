@@ -584,12 +584,19 @@ fn endpoint_follows_the_latest_authenticated_packet_across_transports() {
         let got = b
             .dev
             .handle_incoming(from, &mut buf[..s.len], now, &mut scratch);
-        assert!(matches!(got, Incoming::Keepalive { .. }), "{}", describe(&got));
+        assert!(
+            matches!(got, Incoming::Keepalive { .. }),
+            "{}",
+            describe(&got)
+        );
     };
     send(over_tcp);
     assert_eq!(b.peer.endpoint(), Some(over_tcp));
     let sealed = b.dev.seal(&b.peer, &mut [0u8; 64], 0, MTU, now).unwrap();
-    assert_eq!(sealed.endpoint, over_tcp, "B answers over the TCP connection");
+    assert_eq!(
+        sealed.endpoint, over_tcp,
+        "B answers over the TCP connection"
+    );
     send(Endpoint::udp(a.addr));
     assert_eq!(b.peer.endpoint(), Some(Endpoint::udp(a.addr)));
     // A forged packet from another TCP connection does not move the endpoint.
