@@ -3,7 +3,8 @@
 # the outer TCP connection is cut, three ways in turn: `ss -K` in A's namespace, `ss -K` in B's, and an nft
 # rule in B answering every segment to the TCP port with a reset for 2 s (so the first redials fail too).
 # Each time A must dial again (tcp connections established grows), B must accept it and the transfer must
-# complete and verify. A's link is rate-limited so the cut lands mid-transfer.
+# complete and verify. A's link is rate-limited so the cut lands mid-transfer. Last, B restarts (a fresh
+# daemon that no longer knows A's session): A must be back within seconds.
 # shellcheck source=tests/e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 require_basics "$IMPL_A" "$IMPL_B"
@@ -92,6 +93,18 @@ failed=$(fw_stat a tcp_closed_connect_failed)
 established=$(fw_stat a tcp_connections_established)
 ((established >= 4)) || fail "A established $established TCP connections, want at least 4 (1 + one per cut)"
 daemon_alive a || fail "A died"
-daemon_alive b || fail "B died"
 log "A established $established connections; $failed failed attempts while B reset them"
+
+# The server restarts and forgets A's session: A's first hello on the new connection (a keepalive under the
+# old session) is refused, so A must open the next connection with a handshake at once rather than wait
+# out its session (up to 3 minutes) or its keepalive-less retry timer.
+step "B restarts; A reconnects and handshakes again"
+stop_impl b TERM
+start_impl b "$IMPL_B"
+configure b "$PORT_B" a 10.78.0.1/32,fd78::1/128 10.78.0.2/24 fd78::2/64
+uapi_set b "listen_tcp_port=$TCP_PORT"
+restart_at=$(now_ms)
+ping_wait a 10.78.0.2 8 || fail "no ping answer through the tunnel within 8 s of B's restart"
+log "first answer $(($(now_ms) - restart_at)) ms after B came back"
+daemon_alive a || fail "A died"
 pass

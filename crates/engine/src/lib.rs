@@ -210,6 +210,7 @@ impl Engine {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         let targets_before = targets.clone();
+        let mut result = Ok(());
         if update.replace_peers {
             device.clear_peers();
             targets.clear();
@@ -244,9 +245,11 @@ impl Engine {
             }
             if p.replace_allowed_ips || !p.allowed_ips.is_empty() {
                 let ips: Vec<_> = p.allowed_ips.iter().map(|a| (a.addr, a.cidr)).collect();
-                device
-                    .set_allowed_ips(&peer, p.replace_allowed_ips, &ips)
-                    .map_err(SetError::Invalid)?;
+                if let Err(e) = device.set_allowed_ips(&peer, p.replace_allowed_ips, &ips) {
+                    // What was applied so far stays applied (as in wireguard-go), TCP endpoints too.
+                    result = Err(SetError::Invalid(e));
+                    break;
+                }
             }
             if let Some(secs) = p.persistent_keepalive {
                 let old = peer.persistent_keepalive();
@@ -266,7 +269,7 @@ impl Engine {
         drop(targets);
         device.take_timers_dirty();
         self.shared.wake_timer();
-        Ok(())
+        result
     }
 
     /// Opens, moves or closes (port 0) the TCP listener. Bound here so a taken port is an error of the

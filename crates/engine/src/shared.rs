@@ -108,13 +108,13 @@ impl Shared {
                 }
                 sent
             }
-            Transport::Tcp => {
-                let queued = tx.outbox.push(&self.tcp, to.addr, msg);
-                if !queued {
-                    stats.send_drop(SendDrop::TcpQueueFull, 1);
+            Transport::Tcp => match tx.outbox.push(&self.tcp, to.addr, msg) {
+                Ok(()) => true,
+                Err(reason) => {
+                    stats.send_drop(reason, 1);
+                    false
                 }
-                queued
-            }
+            },
         }
     }
 

@@ -20,6 +20,8 @@ pub enum SendDrop {
     NotIp,
     /// No free buffer to hand a frame to the TCP owner (it is behind).
     TcpQueueFull,
+    /// Larger than a frame can carry (65535 bytes: an MTU near 64 KiB).
+    TcpFrameTooBig,
     /// The TCP connection to the peer's endpoint is closed (or still reconnecting).
     TcpNotConnected,
     /// The connection's send queue was full (the path is slower than the tunnel's input).
@@ -27,7 +29,7 @@ pub enum SendDrop {
 }
 
 impl SendDrop {
-    pub const ALL: [SendDrop; 9] = [
+    pub const ALL: [SendDrop; 10] = [
         SendDrop::NoRoute,
         SendDrop::NoEndpoint,
         SendDrop::StagedOverflow,
@@ -35,6 +37,7 @@ impl SendDrop {
         SendDrop::SendFailed,
         SendDrop::NotIp,
         SendDrop::TcpQueueFull,
+        SendDrop::TcpFrameTooBig,
         SendDrop::TcpNotConnected,
         SendDrop::TcpBackpressure,
     ];
@@ -48,6 +51,7 @@ impl SendDrop {
             SendDrop::SendFailed => "tx_udp_send_failed",
             SendDrop::NotIp => "tx_not_ip",
             SendDrop::TcpQueueFull => "tx_tcp_handoff_full",
+            SendDrop::TcpFrameTooBig => "tx_tcp_frame_too_big",
             SendDrop::TcpNotConnected => "tx_tcp_not_connected",
             SendDrop::TcpBackpressure => "tx_tcp_backpressure",
         }

@@ -285,13 +285,12 @@ impl Worker {
                 // Framed into the batch for the TCP owner: runs of frames leave in one writev there.
                 let at = i * stride;
                 let ciphertext = &tx.arena[at..at + sealed.len];
-                if out
+                match out
                     .outbox
                     .push(&self.shared.tcp, sealed.endpoint.addr, ciphertext)
                 {
-                    self.stats.count(Counter::TxPackets, 1);
-                } else {
-                    self.stats.send_drop(SendDrop::TcpQueueFull, 1);
+                    Ok(()) => self.stats.count(Counter::TxPackets, 1),
+                    Err(reason) => self.stats.send_drop(reason, 1),
                 }
                 continue;
             }

@@ -10,6 +10,8 @@ use std::time::Instant;
 /// Bytes queued per connection above what the kernel holds (it holds at most
 /// `fastwire_io::tcp::NOTSENT_LOWAT` unsent): beyond, new frames are dropped, never buffered.
 pub(crate) const SEND_QUEUE_LIMIT: usize = 512 * 1024;
+/// Pool buffers one connection may hold (the pool has `handoff::POOL_BUFFERS`).
+pub(crate) const MAX_QUEUED_BUFFERS: usize = 12;
 /// Buffers gathered into one `writev`.
 const IOVECS: usize = 64;
 
@@ -72,26 +74,58 @@ impl Conn {
         self.last_authenticated = now;
     }
 
-    /// Queues a buffer of frames; gives it back and returns false when the queue is full.
+    /// Queues a buffer of frames; gives it back and returns false when the queue is full. Small batches
+    /// are copied into the room left in the last queued buffer, so sparse traffic (handshake replies,
+    /// single packets) never ties up many pool buffers: a connection holds at most
+    /// [`MAX_QUEUED_BUFFERS`] of them, and the pool stays available to every other connection.
     pub fn enqueue(&mut self, frames: Vec<u8>, handoff: &TcpHandoff) -> bool {
         if frames.is_empty() {
             handoff.give_back(frames);
             return true;
         }
-        if self.queued_bytes + frames.len() > SEND_QUEUE_LIMIT.max(frames.len())
-            && !self.queue.is_empty()
-        {
-            // The kernel may have room by now (the owner was busy or descheduled): try it first.
-            if self.flush(handoff).is_err()
-                || self.queued_bytes + frames.len() > SEND_QUEUE_LIMIT.max(frames.len())
-            {
-                handoff.give_back(frames);
-                return false;
-            }
+        let fits = |c: &Self| {
+            c.queue.is_empty()
+                || (c.queued_bytes + frames.len() <= SEND_QUEUE_LIMIT
+                    && (c.queue.len() < MAX_QUEUED_BUFFERS || c.tail_room() >= frames.len()))
+        };
+        // The kernel may have room by now (the owner was busy or descheduled): try it first.
+        if !fits(self) && (self.flush(handoff).is_err() || !fits(self)) {
+            handoff.give_back(frames);
+            return false;
         }
         self.queued_bytes += frames.len();
-        self.queue.push_back(frames);
+        if self.tail_room() >= frames.len()
+            && let Some(tail) = self.queue.back_mut()
+        {
+            tail.extend_from_slice(&frames);
+            handoff.give_back(frames);
+        } else {
+            self.queue.push_back(frames);
+        }
         true
+    }
+
+    /// Writes `prefix` + `msg` now, bypassing the queue; false unless all of it was taken (a partial write leaves
+    /// the stream mid-frame, so the connection must then be closed).
+    pub fn send_now(&mut self, prefix: &[u8], msg: &[u8]) -> bool {
+        if !self.queue.is_empty() {
+            return false;
+        }
+        let slices = [IoSlice::new(prefix), IoSlice::new(msg)];
+        loop {
+            match self.stream.write_vectored(&slices) {
+                Ok(n) => return n == prefix.len() + msg.len(),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Bytes the last queued buffer can still take without growing.
+    fn tail_room(&self) -> usize {
+        self.queue
+            .back()
+            .map_or(0, |tail| tail.capacity() - tail.len())
     }
 
     /// Writes as much of the queue as the socket takes, many buffers per `writev`; written buffers go
@@ -192,6 +226,19 @@ mod tests {
     }
 
     #[test]
+    fn small_batches_share_a_buffer() {
+        let (_poll, h) = handoff();
+        let (mut conn, _far) = pair();
+        for _ in 0..1000 {
+            let mut buf = h.take_buffer().unwrap();
+            buf.extend_from_slice(&[1; 100]);
+            assert!(conn.enqueue(buf, &h));
+        }
+        assert_eq!(conn.queue.len(), 2, "100 000 bytes in two 64 KiB buffers");
+        conn.release(&h);
+    }
+
+    #[test]
     fn a_full_queue_refuses_instead_of_growing() {
         let (_poll, h) = handoff();
         let (mut conn, _far) = pair();
@@ -203,7 +250,10 @@ mod tests {
                 accepted += 1;
             }
         }
-        assert_eq!(accepted, SEND_QUEUE_LIMIT / 60_000);
+        assert_eq!(
+            accepted,
+            (SEND_QUEUE_LIMIT / 60_000).min(MAX_QUEUED_BUFFERS)
+        );
         conn.release(&h);
         let taken: Vec<_> = std::iter::from_fn(|| h.take_buffer()).collect();
         assert_eq!(taken.len(), super::super::handoff::POOL_BUFFERS);

@@ -4,6 +4,7 @@
 //! is and returns it to the pool. No free buffer means the packet is dropped and counted: the queue never
 //! grows, so a slow connection backs up into drops the inner TCP can see, not into latency.
 
+use crate::stats::SendDrop;
 use crossbeam_queue::ArrayQueue;
 use fastwire_proto::framing::{PREFIX_LEN, length_prefix};
 use std::net::SocketAddr;
@@ -74,11 +75,16 @@ pub(crate) struct Outbox {
 }
 
 impl Outbox {
-    /// Frames `msg` for the connection to `to`. False when it was dropped: no free buffer (the owner is
-    /// behind) or a message no frame can carry.
-    pub fn push(&mut self, handoff: &TcpHandoff, to: SocketAddr, msg: &[u8]) -> bool {
+    /// Frames `msg` for the connection to `to`; on failure, why it was dropped: no free buffer (the
+    /// owner is behind) or a message no frame can carry (an MTU near 64 KiB).
+    pub fn push(
+        &mut self,
+        handoff: &TcpHandoff,
+        to: SocketAddr,
+        msg: &[u8],
+    ) -> Result<(), SendDrop> {
         let Some(prefix) = length_prefix(msg.len()) else {
-            return false;
+            return Err(SendDrop::TcpFrameTooBig);
         };
         let need = PREFIX_LEN + msg.len();
         if self
@@ -92,7 +98,7 @@ impl Outbox {
             Some(batch) => batch,
             None => {
                 let Some(frames) = handoff.take_buffer() else {
-                    return false;
+                    return Err(SendDrop::TcpQueueFull);
                 };
                 self.current.insert(Batch {
                     to,
@@ -104,7 +110,7 @@ impl Outbox {
         batch.frames.extend_from_slice(&prefix);
         batch.frames.extend_from_slice(msg);
         batch.packets += 1;
-        true
+        Ok(())
     }
 
     pub fn flush(&mut self, handoff: &TcpHandoff) {
@@ -136,9 +142,9 @@ mod tests {
         let a: SocketAddr = "10.0.0.1:1".parse().unwrap();
         let b: SocketAddr = "10.0.0.2:1".parse().unwrap();
         let mut out = Outbox::default();
-        assert!(out.push(&h, a, &[1; 10]));
-        assert!(out.push(&h, a, &[2; 20]));
-        assert!(out.push(&h, b, &[3; 5]));
+        assert!(out.push(&h, a, &[1; 10]).is_ok());
+        assert!(out.push(&h, a, &[2; 20]).is_ok());
+        assert!(out.push(&h, b, &[3; 5]).is_ok());
         out.flush(&h);
         let first = h.pop().unwrap();
         assert_eq!((first.to, first.packets, first.frames.len()), (a, 2, 34));
@@ -155,12 +161,15 @@ mod tests {
         let mut out = Outbox::default();
         let big = vec![7u8; BATCH_BYTES - PREFIX_LEN];
         for _ in 0..POOL_BUFFERS {
-            assert!(out.push(&h, a, &big));
+            assert!(out.push(&h, a, &big).is_ok());
         }
-        assert!(!out.push(&h, a, &big), "no buffer left");
-        assert!(!out.push(&h, a, &[]), "empty messages are never framed");
+        assert_eq!(out.push(&h, a, &big), Err(SendDrop::TcpQueueFull));
+        assert_eq!(
+            out.push(&h, a, &vec![0; 70_000]),
+            Err(SendDrop::TcpFrameTooBig)
+        );
         let taken = h.pop().unwrap();
         h.give_back(taken.frames);
-        assert!(out.push(&h, a, &big));
+        assert!(out.push(&h, a, &big).is_ok());
     }
 }

@@ -17,7 +17,7 @@ use fastwire_proto::{DATA_HEADER_LEN, Endpoint, Incoming, RecvDrop, TAILROOM};
 use mio::{Events, Interest, Poll, Token};
 use std::collections::{HashMap, HashSet};
 use std::io::{ErrorKind, Read};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -39,6 +39,8 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(180);
 const MAX_CONNECTIONS: usize = 1024;
 /// Bytes read from one connection per round before the others get their turn.
 const READ_BUDGET: usize = 256 * 1024;
+/// How soon to try `accept` again after it failed for lack of resources.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 pub(crate) fn run(
     shared: Arc<Shared>,
@@ -59,6 +61,7 @@ pub(crate) fn run(
         dials: HashMap::new(),
         fwmark: 0,
         next_housekeeping: None,
+        accept_retry: false,
         sink: TunSink {
             tun,
             gro: GroTable::new(),
@@ -81,6 +84,9 @@ struct Dial {
     slot: Option<usize>,
     failures: u32,
     next_attempt: Instant,
+    /// The previous connection carried an authenticated message. If it did not (the other side was
+    /// restarted and no longer knows our session, say), the next one starts with a handshake.
+    session_worked: bool,
 }
 
 /// Plaintext on its way to the TUN device, written in batches (coalesced when offloads are on).
@@ -137,6 +143,8 @@ struct Owner {
     dials: HashMap<SocketAddr, Dial>,
     fwmark: u32,
     next_housekeeping: Option<Instant>,
+    /// `accept` failed for lack of resources: connections may be waiting with no edge to come.
+    accept_retry: bool,
     sink: TunSink,
     outbox: Outbox,
     reply: [u8; 256],
@@ -231,7 +239,10 @@ impl Owner {
             }
             return None;
         }
-        self.by_addr.insert(conn.remote, slot);
+        // An accepted connection stands for its address only once it authenticates.
+        if matches!(conn.role, Role::Dialed { .. }) {
+            self.by_addr.insert(conn.remote, slot);
+        }
         if slot == self.conns.len() {
             self.conns.push(Some(conn));
         } else {
@@ -256,6 +267,9 @@ impl Owner {
             && dial.slot == Some(slot)
         {
             dial.slot = None;
+            if conn.role == (Role::Dialed { connected: true }) {
+                dial.session_worked = conn.last_authenticated > conn.opened;
+            }
             let lived = now.saturating_duration_since(conn.opened);
             let healthy = conn.role == (Role::Dialed { connected: true })
                 && (lived >= HEALTHY_AFTER || conn.last_authenticated > conn.opened);
@@ -276,11 +290,17 @@ impl Owner {
             match listener.accept() {
                 Ok((stream, remote)) => self.admit(stream, canonical(remote), now),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::Interrupted | ErrorKind::ConnectionAborted
+                    ) => {}
                 Err(e) => {
-                    // Out of file descriptors, say: the waiting connections stay queued in the kernel
-                    // until the next one arrives.
+                    // Out of file descriptors, say: no new edge will come for the connections already
+                    // waiting, so look again shortly.
                     tracing::warn!("cannot accept a TCP connection: {e}");
+                    self.accept_retry = true;
+                    self.next_housekeeping = earliest(self.next_housekeeping, now + ACCEPT_RETRY);
                     return;
                 }
             }
@@ -294,22 +314,30 @@ impl Owner {
             self.stats.tcp_closed(TcpClose::TableFull);
             return;
         }
+        // Over the cap, the oldest unauthenticated connection of the address holding the most goes:
+        // a flood from one address evicts its own connections, not the clients still handshaking.
+        let mut per_ip: HashMap<IpAddr, (usize, Instant, usize)> = HashMap::new();
         let mut unauthenticated = 0;
-        let mut oldest: Option<(Instant, usize)> = None;
         for (slot, conn) in self.conns.iter().enumerate() {
             if let Some(c) = conn
                 && !c.is_authenticated()
             {
                 unauthenticated += 1;
-                if oldest.is_none_or(|(t, _)| c.opened < t) {
-                    oldest = Some((c.opened, slot));
+                let entry = per_ip.entry(c.remote.ip()).or_insert((0, c.opened, slot));
+                entry.0 += 1;
+                if c.opened < entry.1 {
+                    (entry.1, entry.2) = (c.opened, slot);
                 }
             }
         }
-        if unauthenticated >= self.limits.max_unauthenticated.max(1)
-            && let Some((_, slot)) = oldest
-        {
-            self.close(slot, TcpClose::Evicted, now);
+        if unauthenticated >= self.limits.max_unauthenticated.max(1) {
+            let victim = per_ip
+                .values()
+                .max_by_key(|(count, opened, _)| (*count, std::cmp::Reverse(*opened)))
+                .map(|&(_, _, slot)| slot);
+            if let Some(slot) = victim {
+                self.close(slot, TcpClose::Evicted, now);
+            }
         }
         if fastwire_io::tcp::tune(&stream, self.fwmark).is_err() {
             self.stats.tcp_closed(TcpClose::Error);
@@ -385,6 +413,7 @@ impl Owner {
         }
         conn.role = Role::Dialed { connected: true };
         let target = conn.remote;
+        let session_worked = self.dials.get(&target).is_none_or(|d| d.session_worked);
         self.stats.count(Counter::TcpConnected, 1);
         tracing::info!(%target, "TCP connection established");
         // Say who we are at once: the other side cannot send to us before an authenticated message
@@ -398,7 +427,7 @@ impl Owner {
             if peer.endpoint() != Some(Endpoint::tcp(target)) {
                 continue;
             }
-            if peer.has_session(now) {
+            if peer.has_session(now) && session_worked {
                 self.shared
                     .seal_and_send(&mut tx, &peer, &mut self.scratch, 0, now, &self.stats);
             } else {
@@ -511,7 +540,8 @@ impl Owner {
                     Incoming::HandshakeComplete { peer } => {
                         shared.flush_staged(&mut tx, &peer, &mut self.scratch, now, stats, true);
                     }
-                    Incoming::CookieAccepted => {}
+                    // A cookie reply proves nothing about who sent it.
+                    Incoming::CookieAccepted => authenticated = false,
                     Incoming::Reply { len } => {
                         authenticated = len == RESPONSE_LEN;
                         if len == COOKIE_REPLY_LEN {
@@ -519,15 +549,21 @@ impl Owner {
                             stats.recv_drop(RecvDrop::CookieSent);
                         }
                         let reply = &self.reply[..len];
-                        let queued = shared.tcp.take_buffer().is_some_and(|mut buf| {
-                            buf.extend_from_slice(&length_prefix(len).unwrap_or_default());
+                        let prefix = length_prefix(len).unwrap_or_default();
+                        if !conn.is_authenticated() {
+                            // Written at once, outside the pool: a client that is nobody yet must not
+                            // hold shared buffers. One that does not read its replies is dropped.
+                            if !conn.send_now(&prefix, reply) {
+                                return Err(ReadEnd::Close(TcpClose::Unauthenticated));
+                            }
+                        } else if !shared.tcp.take_buffer().is_some_and(|mut buf| {
+                            buf.extend_from_slice(&prefix);
                             buf.extend_from_slice(reply);
                             conn.enqueue(buf, &shared.tcp)
-                        });
-                        if queued {
-                            self.dirty.push(slot);
-                        } else {
+                        }) {
                             stats.send_drop(SendDrop::TcpQueueFull, 1);
+                        } else {
+                            self.dirty.push(slot);
                         }
                     }
                     Incoming::Dropped(reason) => {
@@ -543,6 +579,10 @@ impl Owner {
                 }
                 if authenticated {
                     conn.authenticated(now);
+                    // From now on this connection is what an endpoint with its address means.
+                    if self.by_addr.get(&conn.remote) != Some(&slot) {
+                        self.by_addr.insert(conn.remote, slot);
+                    }
                 }
             }
         }
@@ -559,6 +599,12 @@ impl Owner {
                 .copied()
                 .and_then(|slot| Some((slot, self.conns.get_mut(slot)?.as_mut()?)));
             match conn {
+                // Still connecting: `finish_connect` says hello itself; anything older is stale.
+                Some((_, conn)) if conn.role == (Role::Dialed { connected: false }) => {
+                    self.stats
+                        .send_drop(SendDrop::TcpNotConnected, batch.packets as u64);
+                    handoff.give_back(batch.frames);
+                }
                 Some((slot, conn)) => {
                     let packets = batch.packets as u64;
                     if conn.enqueue(batch.frames, handoff) {
@@ -618,6 +664,10 @@ impl Owner {
             for conn in self.conns.iter().flatten() {
                 let _ = fastwire_io::tcp::set_fwmark(&conn.stream, mark);
             }
+            // SYN-ACKs leave with the listener's mark.
+            if let Some(listener) = &self.listener {
+                let _ = fastwire_io::tcp::set_fwmark(listener, mark);
+            }
         }
         if let Some(listener) = listener {
             if let Some(mut old) = self.listener.take() {
@@ -656,6 +706,7 @@ impl Owner {
                     slot: None,
                     failures: 0,
                     next_attempt: now,
+                    session_worked: true,
                 });
             }
             self.next_housekeeping = Some(now);
@@ -664,6 +715,9 @@ impl Owner {
 
     /// Closes connections past their deadline, dials what is due, and finds the next deadline.
     fn housekeeping(&mut self, now: Instant) {
+        if std::mem::take(&mut self.accept_retry) {
+            self.accept(now);
+        }
         let endpoints: HashSet<SocketAddr> = self
             .shared
             .device
@@ -727,7 +781,8 @@ impl Owner {
             .values()
             .filter(|d| d.slot.is_none())
             .map(|d| d.next_attempt);
-        conns.chain(dials).min()
+        let accept = self.accept_retry.then_some(now + ACCEPT_RETRY);
+        conns.chain(dials).chain(accept).min()
     }
 }
 
