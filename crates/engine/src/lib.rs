@@ -6,6 +6,7 @@ mod shared;
 pub mod stats;
 mod tcp;
 mod timer;
+mod tun_sink;
 mod worker;
 
 pub use shared::ShutdownReason;

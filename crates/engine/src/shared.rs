@@ -5,8 +5,10 @@ use crate::tcp::{Outbox, TcpHandoff};
 use arc_swap::ArcSwapOption;
 use fastwire_io::poll::Waker;
 use fastwire_io::udp::UdpSocket;
-use fastwire_proto::messages::INITIATION_LEN;
-use fastwire_proto::{DATA_HEADER_LEN, Device, Endpoint, Peer, SendError, Transport};
+use fastwire_proto::messages::{COOKIE_REPLY_LEN, INITIATION_LEN};
+use fastwire_proto::{
+    DATA_HEADER_LEN, Device, Endpoint, Incoming, Peer, RecvDrop, SendError, Transport,
+};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -168,6 +170,49 @@ impl Shared {
             }
             Err(SendError::NoEndpoint) => stats.send_drop(SendDrop::NoEndpoint, 1),
             Err(SendError::NoRoom) => stats.send_drop(SendDrop::SendFailed, 1),
+        }
+    }
+
+    /// What a received message asks of the sending side, whatever transport it came on: a handshake when
+    /// the session is getting old, the packets that waited for a session (or the keepalive that confirms
+    /// one we initiated); and its counters. Drops are the caller's to count (it may act on them).
+    pub fn follow_up(
+        &self,
+        tx: &mut Transmit,
+        incoming: &Incoming,
+        scratch: &mut [u8],
+        now: Instant,
+        stats: &WorkerStats,
+    ) {
+        match incoming {
+            Incoming::Data {
+                peer,
+                rekey,
+                confirmed,
+                ..
+            } => {
+                stats.count(Counter::RxPackets, 1);
+                if *rekey {
+                    self.initiate(tx, peer, false, now, stats);
+                }
+                if *confirmed {
+                    self.flush_staged(tx, peer, scratch, now, stats, false);
+                }
+            }
+            Incoming::Keepalive {
+                peer,
+                confirmed: true,
+            } => self.flush_staged(tx, peer, scratch, now, stats, false),
+            Incoming::HandshakeComplete { peer } => {
+                self.flush_staged(tx, peer, scratch, now, stats, true)
+            }
+            Incoming::Reply {
+                len: COOKIE_REPLY_LEN,
+            } => {
+                stats.count(Counter::CookieRepliesSent, 1);
+                stats.recv_drop(RecvDrop::CookieSent);
+            }
+            _ => {}
         }
     }
 

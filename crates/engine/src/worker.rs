@@ -9,11 +9,12 @@
 use crate::shared::{Shared, ShutdownReason, Transmit};
 use crate::stats::{Counter, SendDrop, WorkerStats};
 use crate::tcp::Outbox;
+use crate::tun_sink::{TunSink, interface_gone};
 use fastwire_io::poll::{Ready, wait};
-use fastwire_io::tun::{GroTable, MAX_SEGMENTS, TunQueue, VIRTIO_NET_HDR_LEN};
+use fastwire_io::tun::{MAX_SEGMENTS, TunQueue, VIRTIO_NET_HDR_LEN};
 use fastwire_io::udp::{MAX_GSO_BYTES, RecvMeta, UdpSocket};
 use fastwire_proto::{DATA_HEADER_LEN, Incoming, Peer, TAILROOM};
-use std::io::{self, ErrorKind, IoSliceMut};
+use std::io::{ErrorKind, IoSliceMut};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -76,13 +77,11 @@ impl TxBuffers {
     }
 }
 
-/// Incoming side: recvmmsg buffers, and the per-packet buffers the TUN GRO table coalesces into.
+/// Incoming side: recvmmsg buffers, and the batch of plaintext for the TUN device.
 struct RxBuffers {
     arena: Vec<u8>,
     meta: [RecvMeta; RX_BUFFERS],
-    to_tun: Vec<Vec<u8>>,
-    pending: usize,
-    gro: GroTable,
+    sink: TunSink,
 }
 
 /// Ciphertexts for one peer and endpoint, all `segment` long except perhaps the last: one GSO send.
@@ -106,11 +105,7 @@ impl Worker {
         let mut rx = RxBuffers {
             arena: vec![0; RX_BUFFERS * RX_BUFFER_LEN],
             meta: [RecvMeta::default(); RX_BUFFERS],
-            to_tun: (0..MAX_SEGMENTS)
-                .map(|_| Vec::with_capacity(DATA_HEADER_LEN + MAX_PACKET))
-                .collect(),
-            pending: 0,
-            gro: GroTable::new(),
+            sink: TunSink::new(self.tun.clone()),
         };
         let mut scratch = vec![0u8; DATA_HEADER_LEN + MAX_PACKET + TAILROOM];
         let mut reply = [0u8; 256];
@@ -167,21 +162,6 @@ impl Worker {
         }
     }
 
-    /// A failed system call on the TUN queue that means the interface is gone (vs. a bad packet).
-    fn tun_gone(&self, e: &io::Error) -> bool {
-        // EIO only means the link is administratively down (writes while `ip link set down`, or before
-        // `up` at start-up): the interface is still there, so count and carry on.
-        let gone = matches!(
-            e.raw_os_error(),
-            Some(libc_errno::EBADFD) | Some(libc_errno::ENODEV)
-        );
-        if gone {
-            self.shared
-                .request_shutdown(ShutdownReason::InterfaceRemoved);
-        }
-        gone
-    }
-
     /// Reads from the TUN queue, encrypts and sends; false when the interface is gone.
     ///
     /// Each round first fills the arena (one TSO super-packet, or up to [`TUN_READS_PER_FILL`] single
@@ -231,7 +211,7 @@ impl Worker {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Some((filled, true)),
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    if self.tun_gone(&e) {
+                    if interface_gone(&self.shared, &e) {
                         return None;
                     }
                     self.stats.send_drop(SendDrop::NotIp, 1);
@@ -395,97 +375,29 @@ impl Worker {
                         .shared
                         .device
                         .handle_incoming(meta.addr, datagram, now, reply);
-                    match incoming {
-                        Incoming::Data {
-                            peer,
-                            len,
-                            rekey,
-                            confirmed,
-                        } => {
-                            self.stats.count(Counter::RxPackets, 1);
-                            let plain = &mut rx.to_tun[rx.pending];
-                            plain.clear();
-                            plain.extend_from_slice(&[0u8; DATA_HEADER_LEN]);
-                            plain.extend_from_slice(
-                                &datagram[DATA_HEADER_LEN..DATA_HEADER_LEN + len],
-                            );
-                            rx.pending += 1;
-                            if rx.pending == rx.to_tun.len() && !self.flush_to_tun(rx) {
+                    match &incoming {
+                        Incoming::Data { len, .. } => {
+                            let packet = &datagram[DATA_HEADER_LEN..DATA_HEADER_LEN + len];
+                            if !rx.sink.push(packet, &self.shared, &self.stats) {
                                 return false;
                             }
-                            if rekey {
-                                self.shared.initiate(out, &peer, false, now, &self.stats);
-                            }
-                            if confirmed {
-                                self.shared.flush_staged(
-                                    out,
-                                    &peer,
-                                    scratch,
-                                    now,
-                                    &self.stats,
-                                    false,
-                                );
-                            }
                         }
-                        Incoming::Keepalive { peer, confirmed } => {
-                            if confirmed {
-                                self.shared.flush_staged(
-                                    out,
-                                    &peer,
-                                    scratch,
-                                    now,
-                                    &self.stats,
-                                    false,
-                                );
-                            }
+                        Incoming::Reply { len }
+                            if socket.send_to(&reply[..*len], meta.addr).is_err() =>
+                        {
+                            self.stats.send_drop(SendDrop::SendFailed, 1)
                         }
-                        Incoming::CookieAccepted => {}
-                        Incoming::Reply { len } => {
-                            if len == fastwire_proto::messages::COOKIE_REPLY_LEN {
-                                self.stats.count(Counter::CookieRepliesSent, 1);
-                                self.stats.recv_drop(fastwire_proto::RecvDrop::CookieSent);
-                            }
-                            if socket.send_to(&reply[..len], meta.addr).is_err() {
-                                self.stats.send_drop(SendDrop::SendFailed, 1);
-                            }
-                        }
-                        Incoming::HandshakeComplete { peer } => {
-                            self.shared
-                                .flush_staged(out, &peer, scratch, now, &self.stats, true)
-                        }
-                        Incoming::Dropped(reason) => self.stats.recv_drop(reason),
+                        Incoming::Dropped(reason) => self.stats.recv_drop(*reason),
+                        _ => {}
                     }
+                    self.shared
+                        .follow_up(out, &incoming, scratch, now, &self.stats);
                 }
             }
-            if !self.flush_to_tun(rx) {
+            if !rx.sink.flush(&self.shared, &self.stats) {
                 return false;
             }
         }
         true
     }
-
-    /// Writes the decrypted packets to the TUN queue in one batch (coalesced when offloads are on).
-    fn flush_to_tun(&self, rx: &mut RxBuffers) -> bool {
-        if rx.pending == 0 {
-            return true;
-        }
-        let n = rx.pending;
-        rx.pending = 0;
-        if let Err(e) = self
-            .tun
-            .send_batch(&mut rx.gro, &mut rx.to_tun[..n], DATA_HEADER_LEN)
-        {
-            if self.tun_gone(&e) {
-                return false;
-            }
-            self.stats.count(Counter::TunWriteFailed, 1);
-        }
-        true
-    }
-}
-
-/// The errno values that mean a TUN queue is dead, without a libc dependency in this crate.
-mod libc_errno {
-    pub const ENODEV: i32 = 19;
-    pub const EBADFD: i32 = 77;
 }

@@ -2,10 +2,9 @@
 //! tunnel (no Nagle delay, little unsent data queued in the kernel, the fwmark that keeps them out of the
 //! tunnel's own routes). Returned non-blocking, as std types, for the engine's event loop to own.
 
-use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, TcpKeepalive, Type};
+use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
 use std::io;
 use std::net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::time::Duration;
 
 /// Unsent bytes the kernel may hold per connection beyond what is in flight. Small, so a bulk transfer
 /// inside the tunnel cannot build a standing queue here that delays everything behind it (seed 001:
@@ -68,15 +67,13 @@ where
         let _ = s.set_tcp_notsent_lowat(NOTSENT_LOWAT);
         // A path that silently dies (no RST ever arrives) is noticed within about a minute.
         let _ = s.set_tcp_keepalive(
-            &TcpKeepalive::new()
-                .with_time(Duration::from_secs(15))
-                .with_interval(Duration::from_secs(5))
+            &socket2::TcpKeepalive::new()
+                .with_time(std::time::Duration::from_secs(15))
+                .with_interval(std::time::Duration::from_secs(5))
                 .with_retries(3),
         );
-        let _ = s.set_tcp_user_timeout(Some(Duration::from_secs(30)));
+        let _ = s.set_tcp_user_timeout(Some(std::time::Duration::from_secs(30)));
     }
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    let _ = (TcpKeepalive::new(), Duration::ZERO);
     Ok(())
 }
 
@@ -105,6 +102,7 @@ fn set_mark(socket: &Socket, fwmark: u32) -> io::Result<()> {
 mod tests {
     use super::*;
     use std::io::{Read, Write};
+    use std::time::Duration;
 
     #[test]
     fn listener_accepts_ipv4_and_connect_completes() {

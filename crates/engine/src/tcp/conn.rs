@@ -67,11 +67,19 @@ impl Conn {
         )
     }
 
-    pub fn authenticated(&mut self, now: Instant) {
-        if let Role::Accepted { authenticated } = &mut self.role {
-            *authenticated = true;
-        }
+    /// Records an authenticated message; true when it is this accepted connection's first.
+    pub fn authenticated(&mut self, now: Instant) -> bool {
         self.last_authenticated = now;
+        let first = self.role
+            == (Role::Accepted {
+                authenticated: false,
+            });
+        if first {
+            self.role = Role::Accepted {
+                authenticated: true,
+            };
+        }
+        first
     }
 
     /// Queues a buffer of frames; gives it back and returns false when the queue is full. Small batches

@@ -9,10 +9,11 @@ use super::dial::{HEALTHY_AFTER, backoff};
 use super::{Control, Limits, Outbox};
 use crate::shared::{Shared, ShutdownReason, Transmit};
 use crate::stats::{Counter, SendDrop, TcpClose, WorkerStats};
-use fastwire_io::tun::{GroTable, MAX_SEGMENTS, TunQueue};
+use crate::tun_sink::TunSink;
+use fastwire_io::tun::TunQueue;
 use fastwire_io::udp::canonical;
 use fastwire_proto::framing::{FrameError, length_prefix};
-use fastwire_proto::messages::{COOKIE_REPLY_LEN, RESPONSE_LEN};
+use fastwire_proto::messages::RESPONSE_LEN;
 use fastwire_proto::{DATA_HEADER_LEN, Endpoint, Incoming, RecvDrop, TAILROOM};
 use mio::{Events, Interest, Poll, Token};
 use std::collections::{HashMap, HashSet};
@@ -62,14 +63,7 @@ pub(crate) fn run(
         fwmark: 0,
         next_housekeeping: None,
         accept_retry: false,
-        sink: TunSink {
-            tun,
-            gro: GroTable::new(),
-            bufs: (0..MAX_SEGMENTS)
-                .map(|_| Vec::with_capacity(DATA_HEADER_LEN + 65_535))
-                .collect(),
-            pending: 0,
-        },
+        sink: TunSink::new(tun),
         outbox: Outbox::default(),
         reply: [0; 256],
         scratch: vec![0; DATA_HEADER_LEN + 65_535 + TAILROOM],
@@ -87,47 +81,6 @@ struct Dial {
     /// The previous connection carried an authenticated message. If it did not (the other side was
     /// restarted and no longer knows our session, say), the next one starts with a handshake.
     session_worked: bool,
-}
-
-/// Plaintext on its way to the TUN device, written in batches (coalesced when offloads are on).
-struct TunSink {
-    tun: Arc<TunQueue>,
-    gro: GroTable,
-    bufs: Vec<Vec<u8>>,
-    pending: usize,
-}
-
-impl TunSink {
-    /// False when the interface is gone.
-    fn push(&mut self, packet: &[u8], shared: &Shared, stats: &WorkerStats) -> bool {
-        let Some(out) = self.bufs.get_mut(self.pending) else {
-            return self.flush(shared, stats);
-        };
-        out.clear();
-        out.extend_from_slice(&[0u8; DATA_HEADER_LEN]);
-        out.extend_from_slice(packet);
-        self.pending += 1;
-        self.pending < self.bufs.len() || self.flush(shared, stats)
-    }
-
-    fn flush(&mut self, shared: &Shared, stats: &WorkerStats) -> bool {
-        if self.pending == 0 {
-            return true;
-        }
-        let n = std::mem::take(&mut self.pending);
-        if let Err(e) = self
-            .tun
-            .send_batch(&mut self.gro, &mut self.bufs[..n], DATA_HEADER_LEN)
-        {
-            if matches!(e.raw_os_error(), Some(19) | Some(77)) {
-                // ENODEV / EBADFD: the interface was deleted.
-                shared.request_shutdown(ShutdownReason::InterfaceRemoved);
-                return false;
-            }
-            stats.count(Counter::TunWriteFailed, 1);
-        }
-        true
-    }
 }
 
 struct Owner {
@@ -495,61 +448,23 @@ impl Owner {
                         return Err(ReadEnd::Close(TcpClose::ZeroLength));
                     }
                 };
-                let mut authenticated = true;
-                match shared
+                let incoming = shared
                     .device
-                    .handle_incoming(endpoint, frame, now, &mut self.reply)
-                {
-                    Incoming::Data {
-                        peer,
-                        len,
-                        rekey,
-                        confirmed,
-                    } => {
-                        stats.count(Counter::RxPackets, 1);
+                    .handle_incoming(endpoint, frame, now, &mut self.reply);
+                let authenticated = match &incoming {
+                    Incoming::Data { len, .. } => {
                         let packet = &frame[DATA_HEADER_LEN..DATA_HEADER_LEN + len];
                         if !self.sink.push(packet, shared, stats) {
                             return Err(ReadEnd::InterfaceGone);
                         }
-                        if rekey {
-                            shared.initiate(&mut tx, &peer, false, now, stats);
-                        }
-                        if confirmed {
-                            shared.flush_staged(
-                                &mut tx,
-                                &peer,
-                                &mut self.scratch,
-                                now,
-                                stats,
-                                false,
-                            );
-                        }
+                        true
                     }
-                    Incoming::Keepalive { peer, confirmed } => {
-                        if confirmed {
-                            shared.flush_staged(
-                                &mut tx,
-                                &peer,
-                                &mut self.scratch,
-                                now,
-                                stats,
-                                false,
-                            );
-                        }
-                    }
-                    Incoming::HandshakeComplete { peer } => {
-                        shared.flush_staged(&mut tx, &peer, &mut self.scratch, now, stats, true);
-                    }
+                    Incoming::Keepalive { .. } | Incoming::HandshakeComplete { .. } => true,
                     // A cookie reply proves nothing about who sent it.
-                    Incoming::CookieAccepted => authenticated = false,
+                    Incoming::CookieAccepted => false,
                     Incoming::Reply { len } => {
-                        authenticated = len == RESPONSE_LEN;
-                        if len == COOKIE_REPLY_LEN {
-                            stats.count(Counter::CookieRepliesSent, 1);
-                            stats.recv_drop(RecvDrop::CookieSent);
-                        }
-                        let reply = &self.reply[..len];
-                        let prefix = length_prefix(len).unwrap_or_default();
+                        let reply = &self.reply[..*len];
+                        let prefix = length_prefix(*len).unwrap_or_default();
                         if !conn.is_authenticated() {
                             // Written at once, outside the pool: a client that is nobody yet must not
                             // hold shared buffers. One that does not read its replies is dropped.
@@ -565,24 +480,24 @@ impl Owner {
                         } else {
                             self.dirty.push(slot);
                         }
+                        *len == RESPONSE_LEN
                     }
                     Incoming::Dropped(reason) => {
-                        stats.recv_drop(reason);
-                        if reason == RecvDrop::Malformed {
+                        stats.recv_drop(*reason);
+                        if *reason == RecvDrop::Malformed {
                             return Err(ReadEnd::Close(TcpClose::Malformed));
                         }
                         if !conn.is_authenticated() {
                             return Err(ReadEnd::Close(TcpClose::Unauthenticated));
                         }
-                        authenticated = false;
+                        false
                     }
-                }
-                if authenticated {
-                    conn.authenticated(now);
-                    // From now on this connection is what an endpoint with its address means.
-                    if self.by_addr.get(&conn.remote) != Some(&slot) {
-                        self.by_addr.insert(conn.remote, slot);
-                    }
+                };
+                shared.follow_up(&mut tx, &incoming, &mut self.scratch, now, stats);
+                // The first authenticated message makes this connection what an endpoint with its
+                // address means.
+                if authenticated && conn.authenticated(now) {
+                    self.by_addr.insert(conn.remote, slot);
                 }
             }
         }
