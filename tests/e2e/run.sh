@@ -43,6 +43,8 @@ CASES=(
 	"10-tcp-reconnect $F $F"
 	"11-tcp-mixed $F $F"
 	"12-tcp-hostile $F $F"
+	"13-handshake-flood $F $F"
+	"13-handshake-flood $F wireguard-go"
 )
 
 selected() {

@@ -2,6 +2,7 @@
 //! configuration interface (apply a [`config::DeviceUpdate`], read a [`config::DeviceSnapshot`]).
 
 pub mod config;
+mod handshake;
 mod shared;
 pub mod stats;
 mod tcp;
@@ -98,6 +99,7 @@ impl Engine {
             timer_wake: (Mutex::new(false), Condvar::new()),
             shutdown: (Mutex::new(None), Condvar::new()),
             control_stats: WorkerStats::default(),
+            handshakes: handshake::HandshakeQueue::new(),
             tcp: tcp::TcpHandoff::new(tcp_waker),
             tcp_control: Mutex::new(tcp::Control::default()),
             tcp_control_dirty: AtomicBool::new(false),
@@ -138,6 +140,17 @@ impl Engine {
                 .spawn(move || tcp::run(sh, tcp_poll, tcp_tun, tcp_stats, limits))
                 .map_err(|e| format!("cannot start the TCP thread: {e}"))?,
         );
+        let handshake_stats = Arc::new(WorkerStats::default());
+        stats.push(handshake_stats.clone());
+        let sh = shared.clone();
+        let handshake_thread = std::thread::Builder::new()
+            .name("fw-handshake".into())
+            .spawn(move || handshake::run(sh, handshake_stats))
+            .map_err(|e| format!("cannot start the handshake thread: {e}"))?;
+        shared
+            .handshakes
+            .set_thread(handshake_thread.thread().clone());
+        threads.push(handshake_thread);
         let sh = shared.clone();
         threads.push(
             std::thread::Builder::new()
@@ -379,6 +392,7 @@ impl Engine {
         self.shared.wake_workers();
         self.shared.wake_timer();
         self.shared.tcp.wake();
+        self.shared.handshakes.unpark();
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
         for t in threads {
             let _ = t.join();

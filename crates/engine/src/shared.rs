@@ -36,6 +36,8 @@ pub(crate) struct Shared {
     pub shutdown: (Mutex<Option<ShutdownReason>>, Condvar),
     /// Counters for the timer thread and the control plane (workers have their own).
     pub control_stats: WorkerStats,
+    /// Handshake messages from the workers, for the handshake thread.
+    pub handshakes: crate::handshake::HandshakeQueue,
     /// Frames for TCP connections, handed to the TCP owner thread.
     pub tcp: TcpHandoff,
     /// Configuration for the TCP owner (listener, fwmark, connections to keep up).
@@ -205,6 +207,11 @@ impl Shared {
             } => self.flush_staged(tx, peer, scratch, now, stats, false),
             Incoming::HandshakeComplete { peer } => {
                 self.flush_staged(tx, peer, scratch, now, stats, true)
+            }
+            // The responder is under load and gave us a cookie for an initiation that had none: send
+            // the initiation again now, with mac2, rather than after the retry timer (5 s).
+            Incoming::CookieAccepted { peer, resend: true } => {
+                self.initiate(tx, peer, true, now, stats)
             }
             Incoming::Reply {
                 len: COOKIE_REPLY_LEN,

@@ -361,6 +361,7 @@ impl Worker {
                     Err(_) => continue,
                 }
             };
+            let mut queued_handshakes = false;
             for b in 0..n {
                 let meta = rx.meta[b];
                 let stride = meta.stride.max(1);
@@ -371,6 +372,18 @@ impl Worker {
                     let seg_len = stride.min(len - offset);
                     let datagram = &mut rx.arena[base + offset..base + offset + seg_len];
                     offset += seg_len;
+                    if is_handshake(datagram) {
+                        // Off the data path: the handshake thread does the costly part.
+                        let device = &self.shared.device;
+                        match device
+                            .precheck_handshake(datagram)
+                            .and_then(|()| self.shared.handshakes.push(meta.addr, datagram))
+                        {
+                            Ok(()) => queued_handshakes = true,
+                            Err(reason) => self.stats.recv_drop(reason),
+                        }
+                        continue;
+                    }
                     let incoming = self
                         .shared
                         .device
@@ -394,10 +407,18 @@ impl Worker {
                         .follow_up(out, &incoming, scratch, now, &self.stats);
                 }
             }
+            if queued_handshakes {
+                self.shared.handshakes.wake();
+            }
             if !rx.sink.flush(&self.shared, &self.stats) {
                 return false;
             }
         }
         true
     }
+}
+
+/// Initiations, responses and cookie replies (types 1 to 3); the rest of the shape check is the device's.
+fn is_handshake(datagram: &[u8]) -> bool {
+    matches!(datagram.first(), Some(1..=3))
 }

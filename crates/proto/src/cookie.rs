@@ -6,6 +6,7 @@
 use crate::crypto::{self, Key, MAC_LEN, hash, mac};
 use crate::messages::{COOKIE_REPLY_LEN, TYPE_COOKIE_REPLY, cookie};
 use std::net::SocketAddr;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 const LABEL_MAC1: &[u8] = b"mac1----";
@@ -13,9 +14,10 @@ const LABEL_COOKIE: &[u8] = b"cookie--";
 /// A cookie (and the secret behind it) lives this long.
 pub const COOKIE_REFRESH_TIME: Duration = Duration::from_secs(120);
 
-/// Byte offsets of mac1 and mac2 in a handshake message of length `len` (both are the last 32 bytes).
-fn mac_offsets(len: usize) -> (usize, usize) {
-    (len - 2 * MAC_LEN, len - MAC_LEN)
+/// Byte offsets of mac1 and mac2 in a handshake message of length `len` (both are the last 32 bytes);
+/// `None` for a message too short to carry them.
+fn mac_offsets(len: usize) -> Option<(usize, usize)> {
+    Some((len.checked_sub(2 * MAC_LEN)?, len - MAC_LEN))
 }
 
 /// The source address bytes a cookie is bound to.
@@ -35,23 +37,19 @@ fn address_bytes(src: &SocketAddr) -> ([u8; 18], usize) {
     }
 }
 
-/// Result of checking the MACs on a received handshake message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MacCheck {
-    /// mac1 is valid (and mac2 too, if it was required).
-    Ok,
-    /// mac1 is wrong: drop silently.
-    BadMac1,
-    /// Under load and mac2 is missing or stale: answer with a cookie reply, then drop.
-    NeedCookie,
-}
-
 /// Our own mac1 key, cookie key and the rotating secret behind the cookies we hand out.
+///
+/// mac1's key never changes, so checking mac1 takes no lock: every worker can reject a flood of bad
+/// handshakes in parallel. Only the cookie secret (rotated every two minutes) sits behind a small lock.
 pub struct CookieChecker {
     mac1_key: Key,
     cookie_key: Key,
-    secret: Key,
-    secret_born: Option<Instant>,
+    secret: Mutex<CookieSecret>,
+}
+
+struct CookieSecret {
+    value: Key,
+    born: Option<Instant>,
 }
 
 impl CookieChecker {
@@ -59,65 +57,76 @@ impl CookieChecker {
         Self {
             mac1_key: hash(&[LABEL_MAC1, our_public]),
             cookie_key: hash(&[LABEL_COOKIE, our_public]),
-            secret: [0; 32],
-            secret_born: None,
+            secret: Mutex::new(CookieSecret {
+                value: [0; 32],
+                born: None,
+            }),
         }
     }
 
-    /// Checks mac1 always, and mac2 when `under_load`.
-    pub fn check(
-        &mut self,
-        msg: &[u8],
-        src: &SocketAddr,
-        under_load: bool,
-        now: Instant,
-    ) -> MacCheck {
-        let (m1, m2) = mac_offsets(msg.len());
+    /// True if `msg` ends with a valid mac1 for our public key. Lock-free; false for any message too short
+    /// to carry the MACs.
+    pub fn check_mac1(&self, msg: &[u8]) -> bool {
+        let Some((m1, m2)) = mac_offsets(msg.len()) else {
+            return false;
+        };
         let expected = mac(&self.mac1_key, &msg[..m1]);
-        if !constant_time_eq(&expected, &msg[m1..m2]) {
-            return MacCheck::BadMac1;
-        }
-        if !under_load {
-            return MacCheck::Ok;
+        constant_time_eq(&expected, &msg[m1..m2])
+    }
+
+    /// True if `msg` (received from `src`) ends with a valid mac2: a MAC under the cookie we would give
+    /// `src` now. An all-zero mac2 (a sender that has no cookie) is rejected without computing anything.
+    /// Safe on any input.
+    pub fn check_mac2(&self, msg: &[u8], src: &SocketAddr, now: Instant) -> bool {
+        let Some((_, m2)) = mac_offsets(msg.len()) else {
+            return false;
+        };
+        if msg[m2..].iter().all(|&b| b == 0) {
+            return false;
         }
         let Some(cookie) = self.current_cookie(src, now) else {
-            return MacCheck::NeedCookie;
+            return false;
         };
         let expected = mac(&cookie, &msg[..m2]);
-        if constant_time_eq(&expected, &msg[m2..]) {
-            MacCheck::Ok
-        } else {
-            MacCheck::NeedCookie
-        }
+        constant_time_eq(&expected, &msg[m2..])
     }
 
     fn current_cookie(&self, src: &SocketAddr, now: Instant) -> Option<[u8; MAC_LEN]> {
-        let born = self.secret_born?;
-        if now.saturating_duration_since(born) >= COOKIE_REFRESH_TIME {
-            return None;
-        }
+        let secret = {
+            let s = self.secret.lock().unwrap_or_else(PoisonError::into_inner);
+            let born = s.born?;
+            if now.saturating_duration_since(born) >= COOKIE_REFRESH_TIME {
+                return None;
+            }
+            s.value
+        };
         let (bytes, len) = address_bytes(src);
-        Some(mac(&self.secret, &bytes[..len]))
+        Some(mac(&secret, &bytes[..len]))
     }
 
-    /// Builds a cookie reply to the handshake `msg` received from `src`.
+    /// Builds a cookie reply to the handshake `msg` received from `src`; `None` if `msg` is too short to
+    /// be a handshake message.
     pub fn create_reply(
-        &mut self,
+        &self,
         msg: &[u8],
         sender_index: u32,
         src: &SocketAddr,
         now: Instant,
-    ) -> [u8; COOKIE_REPLY_LEN] {
-        let fresh = self
-            .secret_born
-            .is_some_and(|b| now.saturating_duration_since(b) < COOKIE_REFRESH_TIME);
-        if !fresh {
-            self.secret = crypto::random_bytes();
-            self.secret_born = Some(now);
-        }
+    ) -> Option<[u8; COOKIE_REPLY_LEN]> {
+        let (m1, m2) = mac_offsets(msg.len())?;
+        let secret = {
+            let mut s = self.secret.lock().unwrap_or_else(PoisonError::into_inner);
+            let fresh = s
+                .born
+                .is_some_and(|b| now.saturating_duration_since(b) < COOKIE_REFRESH_TIME);
+            if !fresh {
+                s.value = crypto::random_bytes();
+                s.born = Some(now);
+            }
+            s.value
+        };
         let (bytes, len) = address_bytes(src);
-        let mut cookie_value = mac(&self.secret, &bytes[..len]);
-        let (m1, m2) = mac_offsets(msg.len());
+        let mut cookie_value = mac(&secret, &bytes[..len]);
 
         let mut out = [0u8; COOKIE_REPLY_LEN];
         out[0] = TYPE_COOKIE_REPLY;
@@ -127,7 +136,7 @@ impl CookieChecker {
         let tag = crypto::xseal(&self.cookie_key, &nonce, &msg[m1..m2], &mut cookie_value);
         out[cookie::COOKIE..cookie::COOKIE + 16].copy_from_slice(&cookie_value);
         out[cookie::COOKIE + 16..].copy_from_slice(&tag);
-        out
+        Some(out)
     }
 }
 
@@ -149,19 +158,23 @@ impl CookieGenerator {
         }
     }
 
-    /// Writes mac1 and (with a fresh cookie) mac2 into the last 32 bytes of `msg`.
-    pub fn add_macs(&mut self, msg: &mut [u8], now: Instant) {
-        let (m1, m2) = mac_offsets(msg.len());
+    /// Writes mac1 and (with a fresh cookie) mac2 into the last 32 bytes of `msg`; true if mac2 carries
+    /// a cookie.
+    pub fn add_macs(&mut self, msg: &mut [u8], now: Instant) -> bool {
+        let Some((m1, m2)) = mac_offsets(msg.len()) else {
+            return false;
+        };
         let mac1 = mac(&self.mac1_key, &msg[..m1]);
         msg[m1..m2].copy_from_slice(&mac1);
         self.last_mac1 = Some(mac1);
         let mac2 = match self.cookie {
             Some((c, at)) if now.saturating_duration_since(at) < COOKIE_REFRESH_TIME => {
-                mac(&c, &msg[..m2])
+                Some(mac(&c, &msg[..m2]))
             }
-            _ => [0; MAC_LEN],
+            _ => None,
         };
-        msg[m2..].copy_from_slice(&mac2);
+        msg[m2..].copy_from_slice(&mac2.unwrap_or([0; MAC_LEN]));
+        mac2.is_some()
     }
 
     /// Accepts a cookie reply to the last handshake we sent; false if it does not authenticate.

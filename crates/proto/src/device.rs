@@ -3,12 +3,13 @@
 //! whole (`ArcSwap`), per-peer handshake state sits behind small per-peer locks.
 
 use crate::allowed_ips::AllowedIps;
-use crate::cookie::{CookieChecker, MacCheck};
+use crate::cookie::CookieChecker;
 use crate::crypto::{self, Key};
 use crate::endpoint::Endpoint;
 use crate::messages::{self, DATA_HEADER_LEN, INITIATION_LEN, Kind, RESPONSE_LEN};
 use crate::noise::{self, StaticKeys};
 use crate::peer::{KeypairSlots, Peer};
+use crate::ratelimit::{CookieReplyLimiter, RateLimiter};
 use crate::session::{Keypair, OpenError};
 use crate::timers::*;
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -32,6 +33,12 @@ pub enum RecvDrop {
     BadMac1,
     /// Under load without a valid mac2: we answered with a cookie reply.
     CookieSent,
+    /// Under load without a valid mac2, and the source (or all sources together) had used up its
+    /// budget of cookie replies: dropped without an answer.
+    CookieRateLimited,
+    /// A handshake message that arrived while the handshake queue was full (half full, for
+    /// initiations): dropped before any work was spent on it. Counted by the engine.
+    HandshakeQueueFull,
     /// Under load, more handshakes from one source address than its budget (20/s, burst 5).
     RateLimited,
     /// The handshake did not decrypt, names an unknown peer, or used a low-order key.
@@ -59,11 +66,13 @@ pub enum RecvDrop {
 }
 
 impl RecvDrop {
-    pub const ALL: [RecvDrop; 16] = [
+    pub const ALL: [RecvDrop; 18] = [
         RecvDrop::Malformed,
         RecvDrop::NoIdentity,
         RecvDrop::BadMac1,
         RecvDrop::CookieSent,
+        RecvDrop::CookieRateLimited,
+        RecvDrop::HandshakeQueueFull,
         RecvDrop::RateLimited,
         RecvDrop::HandshakeAuth,
         RecvDrop::ReplayedTimestamp,
@@ -84,6 +93,8 @@ impl RecvDrop {
             RecvDrop::NoIdentity => "rx_no_private_key",
             RecvDrop::BadMac1 => "rx_bad_mac1",
             RecvDrop::CookieSent => "rx_under_load_cookie_sent",
+            RecvDrop::CookieRateLimited => "rx_cookie_reply_rate_limited",
+            RecvDrop::HandshakeQueueFull => "rx_handshake_queue_full",
             RecvDrop::RateLimited => "rx_handshake_rate_limited",
             RecvDrop::HandshakeAuth => "rx_handshake_auth_failed",
             RecvDrop::ReplayedTimestamp => "rx_handshake_replayed_timestamp",
@@ -124,8 +135,12 @@ pub enum Incoming {
     HandshakeComplete {
         peer: Arc<Peer>,
     },
-    /// A cookie reply was accepted; the next handshake retry will carry mac2.
-    CookieAccepted,
+    /// A cookie reply was accepted; the next initiation carries mac2. `resend`: the initiation it answered
+    /// went out without a cookie, so send another at once instead of waiting for the retry timer.
+    CookieAccepted {
+        peer: Arc<Peer>,
+        resend: bool,
+    },
     Dropped(RecvDrop),
 }
 
@@ -162,7 +177,14 @@ pub struct TimerEvents {
 
 struct Identity {
     keys: StaticKeys,
-    checker: Mutex<CookieChecker>,
+    checker: CookieChecker,
+}
+
+/// Whether a handshake's mac1 was already verified (by [`Device::precheck_handshake`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mac1 {
+    Checked,
+    Unchecked,
 }
 
 #[derive(Clone)]
@@ -181,7 +203,9 @@ impl PartialEq for PeerRef {
     }
 }
 
-/// Counts handshake messages per second to decide when to demand cookies.
+/// Decides when to demand cookies: more handshake messages per second than the threshold, or a backlog
+/// reported by whoever queues them (the engine's handshake queue), puts the device under load for a
+/// second.
 struct LoadMeter {
     window_start: AtomicU64,
     count: AtomicU32,
@@ -190,6 +214,11 @@ struct LoadMeter {
 }
 
 impl LoadMeter {
+    fn backlog(&self, now: u64) {
+        self.under_load_until
+            .fetch_max(now + 1_000_000_000, Ordering::Relaxed);
+    }
+
     fn record(&self, now: u64) -> bool {
         let start = self.window_start.load(Ordering::Relaxed);
         if now.saturating_sub(start) > 1_000_000_000 {
@@ -220,7 +249,9 @@ pub struct Device {
     /// When the timer driver will next wake by itself (0 = it is awake and will recompute).
     driver_deadline: AtomicU64,
     /// Per-source handshake budget, consulted only under load.
-    rate_limiter: Mutex<crate::ratelimit::RateLimiter>,
+    rate_limiter: Mutex<RateLimiter>,
+    /// Budget of cookie replies, per source and in total.
+    cookie_limiter: Mutex<CookieReplyLimiter>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -245,13 +276,38 @@ impl Device {
             },
             timers_dirty: AtomicBool::new(false),
             driver_deadline: AtomicU64::new(0),
-            rate_limiter: Mutex::new(crate::ratelimit::RateLimiter::default()),
+            rate_limiter: Mutex::new(RateLimiter::default()),
+            cookie_limiter: Mutex::new(CookieReplyLimiter::default()),
         }
     }
 
     /// Sets the handshake rate (per second) above which cookies are demanded.
     pub fn set_under_load_threshold(&self, per_second: u32) {
         self.load.threshold.store(per_second, Ordering::Relaxed);
+    }
+
+    /// Handshake messages are waiting faster than they are handled: demand cookies for the next second.
+    pub fn note_handshake_backlog(&self, now: Instant) {
+        self.load.backlog(self.clock.to_nanos(now));
+    }
+
+    /// The cheap, lock-free part of handling a handshake message, for a caller that queues handshakes:
+    /// the message must have a handshake's shape, we must have a private key, and mac1 must be ours.
+    /// A message that fails this is not worth a place in a queue.
+    pub fn precheck_handshake(&self, msg: &[u8]) -> Result<(), RecvDrop> {
+        match messages::classify(msg) {
+            Some(Kind::Initiation | Kind::Response) => {}
+            // Cookie replies carry no mac1; they are authenticated by the peer's own key.
+            Some(Kind::CookieReply) => return Ok(()),
+            Some(Kind::Data) | None => return Err(RecvDrop::Malformed),
+        }
+        let identity = self.identity.load();
+        let identity = identity.as_ref().ok_or(RecvDrop::NoIdentity)?;
+        if identity.checker.check_mac1(msg) {
+            Ok(())
+        } else {
+            Err(RecvDrop::BadMac1)
+        }
     }
 
     // ----- configuration -----
@@ -276,7 +332,7 @@ impl Device {
         }
         let identity = private.map(|k| {
             let keys = StaticKeys::from_private(k);
-            let checker = Mutex::new(CookieChecker::new(&keys.public));
+            let checker = CookieChecker::new(&keys.public);
             Arc::new(Identity { keys, checker })
         });
         if let Some(own) = identity.as_ref().map(|i| i.keys.public)
@@ -666,7 +722,7 @@ impl Device {
             });
             return None;
         };
-        hs.cookies.add_macs(out, now);
+        hs.last_initiation_had_cookie = hs.cookies.add_macs(out, now);
         hs.initiator = Some(state);
         hs.last_initiation_sent = Some(now);
         drop(hs);
@@ -690,17 +746,42 @@ impl Device {
         now: Instant,
         reply: &mut [u8],
     ) -> Incoming {
-        let src = src.into();
+        self.dispatch(src.into(), msg, now, reply, Mac1::Unchecked)
+    }
+
+    /// Handles a handshake message that already passed [`Device::precheck_handshake`] (whose mac1 is
+    /// known to be good, so it is not computed again); anything else is handled as by
+    /// [`Device::handle_incoming`].
+    pub fn handle_prechecked_handshake(
+        &self,
+        src: impl Into<Endpoint>,
+        msg: &mut [u8],
+        now: Instant,
+        reply: &mut [u8],
+    ) -> Incoming {
+        self.dispatch(src.into(), msg, now, reply, Mac1::Checked)
+    }
+
+    fn dispatch(
+        &self,
+        src: Endpoint,
+        msg: &mut [u8],
+        now: Instant,
+        reply: &mut [u8],
+        mac1: Mac1,
+    ) -> Incoming {
         match messages::classify(msg) {
             None => Incoming::Dropped(RecvDrop::Malformed),
             Some(Kind::Data) => self.handle_data(src, msg, now),
-            Some(Kind::Initiation) => self.handle_initiation(src, msg, now, reply),
-            Some(Kind::Response) => self.handle_response(src, msg, now, reply),
+            Some(Kind::Initiation) => self.handle_initiation(src, msg, now, reply, mac1),
+            Some(Kind::Response) => self.handle_response(src, msg, now, reply, mac1),
             Some(Kind::CookieReply) => self.handle_cookie_reply(msg, now),
         }
     }
 
-    /// Checks mac1 (and mac2 under load); on `NeedCookie` writes a cookie reply.
+    /// Checks mac1 (unless already checked) and, under load, mac2; a handshake without a valid mac2 is
+    /// answered with a cookie reply (written into `reply`) while the cookie budget lasts.
+    #[allow(clippy::too_many_arguments)]
     fn check_macs(
         &self,
         identity: &Identity,
@@ -709,25 +790,33 @@ impl Device {
         sender: u32,
         now: Instant,
         reply: &mut [u8],
+        mac1: Mac1,
     ) -> Result<(), Incoming> {
-        let under_load = self.load.record(self.clock.to_nanos(now));
-        let mut checker = lock(&identity.checker);
-        match checker.check(msg, &src.addr, under_load, now) {
-            MacCheck::Ok if under_load && !lock(&self.rate_limiter).allow(src.addr.ip(), now) => {
+        let checker = &identity.checker;
+        if mac1 == Mac1::Unchecked && !checker.check_mac1(msg) {
+            return Err(Incoming::Dropped(RecvDrop::BadMac1));
+        }
+        if !self.load.record(self.clock.to_nanos(now)) {
+            return Ok(());
+        }
+        if checker.check_mac2(msg, &src.addr, now) {
+            return if lock(&self.rate_limiter).allow(src.addr.ip(), now) {
+                Ok(())
+            } else {
                 Err(Incoming::Dropped(RecvDrop::RateLimited))
+            };
+        }
+        // The budget first: a source over it costs nothing more than this look-up.
+        if !lock(&self.cookie_limiter).allow(src.addr, now) {
+            return Err(Incoming::Dropped(RecvDrop::CookieRateLimited));
+        }
+        let cookie = checker.create_reply(msg, sender, &src.addr, now);
+        match cookie.and_then(|c| Some((c, reply.get_mut(..c.len())?))) {
+            Some((cookie, out)) => {
+                out.copy_from_slice(&cookie);
+                Err(Incoming::Reply { len: cookie.len() })
             }
-            MacCheck::Ok => Ok(()),
-            MacCheck::BadMac1 => Err(Incoming::Dropped(RecvDrop::BadMac1)),
-            MacCheck::NeedCookie => {
-                let cookie = checker.create_reply(msg, sender, &src.addr, now);
-                match reply.get_mut(..cookie.len()) {
-                    Some(out) => {
-                        out.copy_from_slice(&cookie);
-                        Err(Incoming::Reply { len: cookie.len() })
-                    }
-                    None => Err(Incoming::Dropped(RecvDrop::CookieSent)),
-                }
-            }
+            None => Err(Incoming::Dropped(RecvDrop::CookieSent)),
         }
     }
 
@@ -737,12 +826,13 @@ impl Device {
         msg: &[u8],
         now: Instant,
         reply: &mut [u8],
+        mac1: Mac1,
     ) -> Incoming {
         let Some(identity) = self.identity.load_full() else {
             return Incoming::Dropped(RecvDrop::NoIdentity);
         };
         let sender = messages::le32(msg, messages::init::SENDER);
-        if let Err(r) = self.check_macs(&identity, src, msg, sender, now, reply) {
+        if let Err(r) = self.check_macs(&identity, src, msg, sender, now, reply, mac1) {
             return r;
         }
         let peers = self.peers.load();
@@ -807,12 +897,13 @@ impl Device {
         msg: &[u8],
         now: Instant,
         reply: &mut [u8],
+        mac1: Mac1,
     ) -> Incoming {
         let Some(identity) = self.identity.load_full() else {
             return Incoming::Dropped(RecvDrop::NoIdentity);
         };
         let sender = noise::response_sender(msg);
-        if let Err(r) = self.check_macs(&identity, src, msg, sender, now, reply) {
+        if let Err(r) = self.check_macs(&identity, src, msg, sender, now, reply, mac1) {
             return r;
         }
         let receiver = messages::receiver_index(Kind::Response, msg);
@@ -845,11 +936,16 @@ impl Device {
             Some(IndexEntry::Handshake(p)) | Some(IndexEntry::Session(p, _)) => p.clone(),
             None => return Incoming::Dropped(RecvDrop::UnexpectedHandshake),
         };
-        if peer.handshake().cookies.consume_reply(msg, now) {
-            Incoming::CookieAccepted
-        } else {
-            Incoming::Dropped(RecvDrop::BadCookie)
+        let mut hs = peer.handshake();
+        if !hs.cookies.consume_reply(msg, now) {
+            return Incoming::Dropped(RecvDrop::BadCookie);
         }
+        // Resend at once only for an initiation still unanswered that went out without a cookie: each
+        // cookie reply buys at most one early initiation, and one that carried a cookie waits for its timer.
+        let resend = hs.initiator.is_some() && !hs.last_initiation_had_cookie;
+        hs.last_initiation_had_cookie = true;
+        drop(hs);
+        Incoming::CookieAccepted { peer, resend }
     }
 
     fn handle_data(&self, src: Endpoint, msg: &mut [u8], now: Instant) -> Incoming {

@@ -73,11 +73,13 @@ pub fn classify(packet: &[u8]) -> Option<Kind> {
     }
 }
 
-/// Reads a little-endian u32 at `at`; callers have checked the length through [`classify`].
+/// Reads a little-endian u32 at `at`; 0 when the packet is too short (callers normally checked the
+/// length through [`classify`], but public functions built on this must be safe on any input).
 pub(crate) fn le32(packet: &[u8], at: usize) -> u32 {
-    let mut b = [0u8; 4];
-    b.copy_from_slice(&packet[at..at + 4]);
-    u32::from_le_bytes(b)
+    match packet.get(at..at.saturating_add(4)) {
+        Some(b) => u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+        None => 0,
+    }
 }
 
 pub(crate) fn le64(packet: &[u8], at: usize) -> u64 {

@@ -26,6 +26,8 @@ pub(crate) struct HandshakeState {
     pub latest_timestamp: [u8; 12],
     pub last_initiation_received: Option<Instant>,
     pub last_initiation_sent: Option<Instant>,
+    /// The latest initiation we sent carried mac2 (a cookie from the peer).
+    pub last_initiation_had_cookie: bool,
     pub attempts: u32,
 }
 
@@ -78,6 +80,7 @@ impl Peer {
                 latest_timestamp: [0; 12],
                 last_initiation_received: None,
                 last_initiation_sent: None,
+                last_initiation_had_cookie: false,
                 attempts: 0,
             }),
             keypairs: Mutex::new(KeypairSlots::default()),

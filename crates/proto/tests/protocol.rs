@@ -104,7 +104,7 @@ fn describe(i: &Incoming) -> String {
         Incoming::Keepalive { .. } => "Keepalive".into(),
         Incoming::Reply { len } => format!("Reply({len})"),
         Incoming::HandshakeComplete { .. } => "HandshakeComplete".into(),
-        Incoming::CookieAccepted => "CookieAccepted".into(),
+        Incoming::CookieAccepted { .. } => "CookieAccepted".into(),
         Incoming::Dropped(r) => format!("Dropped({r:?})"),
     }
 }
@@ -312,7 +312,7 @@ fn under_load_demands_cookie_then_accepts_it() {
     assert!(matches!(
         a.dev
             .handle_incoming(b.addr, &mut reply[..len], now, &mut [0; 256]),
-        Incoming::CookieAccepted
+        Incoming::CookieAccepted { resend: true, .. }
     ));
     // The retry carries mac2 and is answered with a real response.
     let t = now + Duration::from_millis(50);
@@ -335,6 +335,107 @@ fn under_load_demands_cookie_then_accepts_it() {
         .handle_incoming(other, &mut init, t + Duration::from_millis(30), &mut reply);
     assert!(
         matches!(got, Incoming::Reply { len: 64 }),
+        "{}",
+        describe(&got)
+    );
+    // That initiation carried a cookie already: a second cookie reply buys no early resend (no ping-pong).
+    let got = a
+        .dev
+        .handle_incoming(b.addr, &mut reply[..64], t, &mut [0; 256]);
+    assert!(
+        matches!(got, Incoming::CookieAccepted { resend: false, .. }),
+        "{}",
+        describe(&got)
+    );
+}
+
+#[test]
+fn cookie_replies_stop_at_the_budget() {
+    let now = Instant::now();
+    let (a, b) = pair(now, None);
+    b.dev.set_under_load_threshold(0);
+    let (mut replies, mut limited) = (0, 0);
+    for i in 0..20 {
+        let t = now + Duration::from_millis(i);
+        let mut init = [0u8; INITIATION_LEN];
+        a.dev
+            .create_initiation(&a.peer, t, wall_at(t), true, &mut init)
+            .unwrap();
+        match b.dev.handle_incoming(a.addr, &mut init, t, &mut [0; 256]) {
+            Incoming::Reply { len: 64 } => replies += 1,
+            Incoming::Dropped(RecvDrop::CookieRateLimited) => limited += 1,
+            got => panic!("{}", describe(&got)),
+        }
+    }
+    assert_eq!(replies, 5, "one source gets a burst of 5 cookie replies");
+    assert_eq!(limited, 15);
+    // Another source (port) has a budget of its own.
+    let mut init = [0u8; INITIATION_LEN];
+    a.dev
+        .create_initiation(&a.peer, now, wall(), true, &mut init)
+        .unwrap();
+    let other = SocketAddr::from(([127, 0, 0, 1], 1001));
+    assert!(matches!(
+        b.dev.handle_incoming(other, &mut init, now, &mut [0; 256]),
+        Incoming::Reply { len: 64 }
+    ));
+}
+
+#[test]
+fn a_handshake_backlog_puts_the_device_under_load() {
+    let now = Instant::now();
+    let (a, b) = pair(now, None);
+    b.dev.note_handshake_backlog(now);
+    let mut init = [0u8; INITIATION_LEN];
+    a.dev
+        .create_initiation(&a.peer, now, wall(), false, &mut init)
+        .unwrap();
+    let got = b.dev.handle_incoming(a.addr, &mut init, now, &mut [0; 256]);
+    assert!(
+        matches!(got, Incoming::Reply { len: 64 }),
+        "under load: a cookie reply, {}",
+        describe(&got)
+    );
+    // A second later the backlog no longer counts: a real response.
+    let t = now + Duration::from_millis(1100);
+    a.dev
+        .create_initiation(&a.peer, t, wall_at(t), true, &mut init)
+        .unwrap();
+    let got = b.dev.handle_incoming(a.addr, &mut init, t, &mut [0; 256]);
+    assert!(
+        matches!(got, Incoming::Reply { len: 92 }),
+        "{}",
+        describe(&got)
+    );
+}
+
+#[test]
+fn precheck_rejects_what_is_not_worth_queueing() {
+    let now = Instant::now();
+    let (a, b) = pair(now, None);
+    let mut init = [0u8; INITIATION_LEN];
+    a.dev
+        .create_initiation(&a.peer, now, wall(), false, &mut init)
+        .unwrap();
+    assert_eq!(b.dev.precheck_handshake(&init), Ok(()));
+    let mut bad = init;
+    bad[120] ^= 1;
+    assert_eq!(b.dev.precheck_handshake(&bad), Err(RecvDrop::BadMac1));
+    assert_eq!(
+        b.dev.precheck_handshake(&init[..100]),
+        Err(RecvDrop::Malformed)
+    );
+    let mut data = [0u8; 48];
+    data[0] = 4;
+    assert_eq!(b.dev.precheck_handshake(&data), Err(RecvDrop::Malformed));
+    let keyless = Device::new(now);
+    assert_eq!(keyless.precheck_handshake(&init), Err(RecvDrop::NoIdentity));
+    // A checked message is handled as any other, without its mac1 computed again.
+    let got = b
+        .dev
+        .handle_prechecked_handshake(a.addr, &mut init, now, &mut [0; 256]);
+    assert!(
+        matches!(got, Incoming::Reply { len: 92 }),
         "{}",
         describe(&got)
     );

@@ -461,7 +461,7 @@ impl Owner {
                     }
                     Incoming::Keepalive { .. } | Incoming::HandshakeComplete { .. } => true,
                     // A cookie reply proves nothing about who sent it.
-                    Incoming::CookieAccepted => false,
+                    Incoming::CookieAccepted { .. } => false,
                     Incoming::Reply { len } => {
                         let reply = &self.reply[..*len];
                         let prefix = length_prefix(*len).unwrap_or_default();

@@ -7,10 +7,10 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -34,6 +34,11 @@ pub(crate) struct Limits {
     pub max_set_lines: usize,
     /// A connection that sends nothing for this long is closed.
     pub idle_timeout: Duration,
+    /// A request must arrive whole within this time of the connection (or the previous answer), however
+    /// steadily its bytes trickle in: a client cannot hold a slot by sending a byte now and then.
+    pub request_timeout: Duration,
+    /// Connections served at once. A new client over the cap closes the oldest connection still waiting
+    /// for (the rest of) its request, so `wg show` gets through even when every slot is held.
     pub max_connections: usize,
 }
 
@@ -43,6 +48,8 @@ impl Default for Limits {
             max_line: 4096,
             max_set_lines: 1 << 18,
             idle_timeout: Duration::from_secs(30),
+            // 2^18 lines of `set` take well under a second to write over a local socket.
+            request_timeout: Duration::from_secs(10),
             max_connections: 64,
         }
     }
@@ -144,7 +151,8 @@ pub(crate) fn serve_in(
         handler,
         limits,
         stopped: Arc::clone(&stopped),
-        active: AtomicUsize::new(0),
+        connections: Mutex::new(Vec::new()),
+        next_id: AtomicU64::new(0),
     });
     let listener = Arc::new(listener);
     let control = {
@@ -228,7 +236,55 @@ struct Shared {
     handler: Arc<dyn UapiHandler>,
     limits: Limits,
     stopped: Arc<AtomicBool>,
-    active: AtomicUsize,
+    /// The connections being served.
+    connections: Mutex<Vec<Connection>>,
+    next_id: AtomicU64,
+}
+
+/// One served connection, as the control thread sees it.
+struct Connection {
+    id: u64,
+    /// A handle on the socket, to close it from outside its thread.
+    stream: UnixStream,
+    /// Since when it has been waiting for (the rest of) a request; `None` while its request is handled.
+    waiting_since: Option<Instant>,
+}
+
+impl Shared {
+    fn connections(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
+        self.connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Marks connection `id` as waiting for a request (`true`) or busy with one.
+    fn set_waiting(&self, id: u64, waiting: bool) {
+        if let Some(c) = self.connections().iter_mut().find(|c| c.id == id) {
+            c.waiting_since = waiting.then(Instant::now);
+        }
+    }
+
+    /// Makes room for one more connection: false if every slot is busy handling a request.
+    fn make_room(&self) -> bool {
+        let mut conns = self.connections();
+        if conns.len() < self.limits.max_connections {
+            return true;
+        }
+        let oldest = conns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| Some((i, c.waiting_since?)))
+            .min_by_key(|&(_, since)| since)
+            .map(|(i, _)| i);
+        let Some(i) = oldest else {
+            return false;
+        };
+        let evicted = conns.swap_remove(i);
+        debug!("UAPI: all connections in use, closing the one waiting longest for its request");
+        // Its thread sees end-of-stream and exits.
+        let _ = evicted.stream.shutdown(std::net::Shutdown::Both);
+        true
+    }
 }
 
 fn control_loop(
@@ -302,32 +358,81 @@ fn accept_pending(listener: &UnixListener, shared: &Arc<Shared>) {
     }
 }
 
-/// Decrements the live-connection count however the connection ends.
-struct ActiveGuard(Arc<Shared>);
+/// Removes a connection from the table however its thread ends.
+struct ConnectionGuard {
+    shared: Arc<Shared>,
+    id: u64,
+}
 
-impl Drop for ActiveGuard {
+impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::SeqCst);
+        self.shared.connections().retain(|c| c.id != self.id);
     }
 }
 
 fn spawn_connection(stream: UnixStream, shared: &Arc<Shared>) {
-    if shared.active.fetch_add(1, Ordering::SeqCst) >= shared.limits.max_connections {
-        shared.active.fetch_sub(1, Ordering::SeqCst);
-        debug!("UAPI: too many connections, closing a new one");
+    if !shared.make_room() {
+        debug!("UAPI: every connection is busy with a request, closing a new one");
         return;
     }
-    let guard = ActiveGuard(Arc::clone(shared));
+    let handle = match stream.try_clone() {
+        Ok(handle) => handle,
+        Err(e) => {
+            warn!("UAPI: cannot serve a connection: {e}");
+            return;
+        }
+    };
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    shared.connections().push(Connection {
+        id,
+        stream: handle,
+        waiting_since: Some(Instant::now()),
+    });
+    let guard = ConnectionGuard {
+        shared: Arc::clone(shared),
+        id,
+    };
     let spawned = thread::Builder::new()
         .name("uapi-conn".into())
         .spawn(move || {
-            if let Err(e) = handle_connection(stream, &guard.0) {
+            if let Err(e) = handle_connection(stream, &guard.shared, guard.id) {
                 debug!("UAPI: connection closed: {e}");
             }
             drop(guard);
         });
     if let Err(e) = spawned {
         warn!("UAPI: cannot start a connection thread: {e}");
+    }
+}
+
+/// The read side of a connection, with a deadline for the whole request on top of the per-read idle
+/// timeout.
+struct DeadlineReader {
+    stream: UnixStream,
+    idle: Duration,
+    deadline: std::cell::Cell<Instant>,
+}
+
+impl DeadlineReader {
+    fn start_request(&self, within: Duration) {
+        self.deadline.set(Instant::now() + within);
+    }
+}
+
+impl Read for DeadlineReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self
+            .deadline
+            .get()
+            .saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the request did not arrive whole in time",
+            ));
+        }
+        self.stream.set_read_timeout(Some(left.min(self.idle)))?;
+        self.stream.read(buf)
     }
 }
 
@@ -363,15 +468,26 @@ fn read_line(reader: &mut impl BufRead, max: usize, buf: &mut Vec<u8>) -> io::Re
     })
 }
 
-fn handle_connection(stream: UnixStream, shared: &Shared) -> io::Result<()> {
+fn handle_connection(stream: UnixStream, shared: &Shared, id: u64) -> io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(shared.limits.idle_timeout))?;
     stream.set_write_timeout(Some(shared.limits.idle_timeout))?;
     let mut writer = stream.try_clone()?;
-    let mut reader = BufReader::with_capacity(8192, stream);
+    let mut reader = BufReader::with_capacity(
+        8192,
+        DeadlineReader {
+            stream,
+            idle: shared.limits.idle_timeout,
+            deadline: std::cell::Cell::new(Instant::now()),
+        },
+    );
     let mut line = Vec::new();
     // Several requests may follow each other on one connection, as wireguard-go allows.
     loop {
+        reader
+            .get_ref()
+            .start_request(shared.limits.request_timeout);
+        shared.set_waiting(id, true);
         if read_line(&mut reader, shared.limits.max_line, &mut line)? != Line::Complete {
             return Ok(());
         }
@@ -380,14 +496,20 @@ fn handle_connection(stream: UnixStream, shared: &Shared) -> io::Result<()> {
         }
         let (answer, keep_open) = match line.as_slice() {
             b"get=1" => match expect_blank_line(&mut reader)? {
-                true => (protocol::format_get(&shared.handler.get()), true),
+                true => {
+                    shared.set_waiting(id, false);
+                    (protocol::format_get(&shared.handler.get()), true)
+                }
                 false => (errno_answer(protocol::EINVAL), true),
             },
             b"fastwire-stats=1" => match expect_blank_line(&mut reader)? {
-                true => (protocol::format_stats(&shared.handler.stats()), true),
+                true => {
+                    shared.set_waiting(id, false);
+                    (protocol::format_stats(&shared.handler.stats()), true)
+                }
                 false => (errno_answer(protocol::EINVAL), true),
             },
-            b"set=1" => handle_set(&mut reader, shared)?,
+            b"set=1" => handle_set(&mut reader, shared, id)?,
             // wireguard-go closes the connection on an unknown operation without answering.
             _ => {
                 debug!("UAPI: unknown operation, closing");
@@ -416,7 +538,7 @@ fn errno_answer(errno: i32) -> String {
 
 /// Parses the whole transaction, then applies it at once. Returns the answer and whether the
 /// connection can carry another request.
-fn handle_set(reader: &mut impl BufRead, shared: &Shared) -> io::Result<(String, bool)> {
+fn handle_set(reader: &mut impl BufRead, shared: &Shared, id: u64) -> io::Result<(String, bool)> {
     let limits = shared.limits;
     let mut parser = SetParser::new();
     let mut first_error: Option<UapiError> = None;
@@ -454,6 +576,8 @@ fn handle_set(reader: &mut impl BufRead, shared: &Shared) -> io::Result<(String,
             break;
         }
     }
+    // Read whole: from here the connection is busy, not waiting, and is not evicted for a newcomer.
+    shared.set_waiting(id, false);
     if let Some(error) = first_error {
         warn!("UAPI: set refused: {error}");
         return Ok((errno_answer(error.errno()), true));

@@ -245,7 +245,7 @@ fn uapi_server_closes_idle_connections() {
 }
 
 #[test]
-fn uapi_server_caps_concurrent_connections() {
+fn uapi_server_caps_connections_and_a_newcomer_closes_the_oldest_waiting() {
     let dir = TempDir::new();
     let limits = Limits {
         max_connections: 2,
@@ -254,15 +254,97 @@ fn uapi_server_caps_concurrent_connections() {
     let (device, _server) = start(&dir, limits);
     let mut first = connect(&dir);
     let mut second = connect(&dir);
-    // Make sure both are being served before the third arrives.
+    // Make sure both are being served (in that order) before the third arrives.
     for stream in [&mut first, &mut second] {
         stream.write_all(b"get=1\n\n").unwrap();
         assert_eq!(read_answer(stream), format_get(&device.get()));
     }
+    // Both are now waiting for another request: the third takes the slot of the one waiting longest.
     let mut third = connect(&dir);
-    assert!(is_closed(&mut third), "over the cap");
-    drop(first);
-    assert!(eventually(|| client::get_in(dir.path(), "wgt0").is_ok()));
+    third.write_all(b"get=1\n\n").unwrap();
+    assert_eq!(read_answer(&mut third), format_get(&device.get()));
+    assert!(
+        is_closed(&mut first),
+        "the oldest waiting connection made room"
+    );
+    second.write_all(b"get=1\n\n").unwrap();
+    assert_eq!(read_answer(&mut second), format_get(&device.get()));
+}
+
+/// Clients that send one byte at a time, never a whole request.
+fn trickle(
+    dir: &TempDir,
+    count: usize,
+    every: Duration,
+    stop: &Arc<AtomicBool>,
+) -> Vec<JoinHandle<()>> {
+    (0..count)
+        .map(|_| {
+            let mut stream = connect(dir);
+            let stop = Arc::clone(stop);
+            thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) && stream.write_all(b"s").is_ok() {
+                    thread::sleep(every);
+                }
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn uapi_server_cuts_a_request_that_trickles_in() {
+    let dir = TempDir::new();
+    let limits = Limits {
+        idle_timeout: Duration::from_secs(5),
+        request_timeout: Duration::from_millis(400),
+        ..Limits::default()
+    };
+    let (_device, _server) = start(&dir, limits);
+    let mut stream = connect(&dir);
+    let started = std::time::Instant::now();
+    // A byte every 50 ms: far inside the idle timeout, but the request never ends.
+    let mut closed = false;
+    for _ in 0..100 {
+        if stream.write_all(b"s").is_err() {
+            closed = true;
+            break;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        closed || is_closed(&mut stream),
+        "still open after 5 s of trickling"
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(350),
+        "closed too early: {took:?}"
+    );
+    assert!(took < Duration::from_secs(3), "closed after {took:?}");
+}
+
+#[test]
+fn uapi_server_cannot_be_held_by_trickling_clients() {
+    let dir = TempDir::new();
+    let limits = Limits {
+        max_connections: 8,
+        ..Limits::default()
+    };
+    let (device, _server) = start(&dir, limits);
+    let stop = Arc::new(AtomicBool::new(false));
+    // Every slot held by a client that sends a byte every 100 ms and never a newline.
+    let holders = trickle(&dir, 8, Duration::from_millis(100), &stop);
+    thread::sleep(Duration::from_millis(200));
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let snapshot = client::get_in(dir.path(), "wgt0").expect("get=1 while every slot is held");
+        assert_eq!(snapshot, device.get());
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for h in holders {
+        h.join().unwrap();
+    }
 }
 
 #[test]

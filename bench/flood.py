@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""flood: what a handshake flood costs a tunnel that carries a bulk stream.
+
+Two namespaces (netbench's testbed), one tunnel, one iperf3 TCP stream from A to B. From a third socket in
+A's namespace, handshake initiations with a valid mac1 (it needs only B's public key) flood B's port from
+200 source ports (tests/e2e/handshake_flood.py). Per system and round, interleaved:
+  - throughput alone, then throughput under the flood (the ratio is the figure of merit);
+  - a fresh handshake during the flood: A forgets B (peer removed and re-added) and pings until a reply;
+  - B's resident memory before and after, and (fastwire) B's drop counters.
+Systems: fastwire, wireguard-go-2025 (../shared/peers, the fastest userspace WireGuard we know), and
+Debian's wireguard-go. Run as root:  bench/flood.py [--rounds 3] [--seconds 10] [--systems ...]
+Writes one JSON line per measurement to stdout and a summary table at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import netbench as nb  # noqa: E402
+
+FLOODER = nb.REPO / "tests" / "e2e" / "handshake_flood.py"
+WG_GO_2025 = (nb.REPO / ".." / "shared" / "peers" / "wireguard-go-2025").resolve()
+GO_ENV = {"WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD": "1"}
+
+SYSTEMS = {
+    "fastwire": nb.SYSTEMS_BY_NAME["fastwire"],
+    "wireguard-go-2025": nb.System("wireguard-go-2025", command=lambda o, i: [str(WG_GO_2025), "-f", i], env=GO_ENV),
+    "wireguard-go": nb.SYSTEMS_BY_NAME["wireguard-go"],
+}
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def gbps(iperf: dict) -> float:
+    try:
+        return iperf["end"]["sum_received"]["bits_per_second"] / 1e9
+    except (KeyError, TypeError):
+        raise nb.BenchError("iperf3 JSON lacks end.sum_received") from None
+
+
+def fresh_handshake_seconds(bed: nb.Testbed, peer_b: str, limit: float) -> float | None:
+    """A forgets B and sets it up again; seconds until a ping gets through (None: not within `limit`)."""
+    iface = bed.iface[0]
+    nb.run(bed.in_ns(0, ["wg", "set", iface, "peer", peer_b, "remove"]), timeout=10)
+    started = time.monotonic()
+    nb.run(bed.in_ns(0, ["wg", "set", iface, "peer", peer_b, "endpoint", f"{nb.UNDERLAY[1]}:{nb.WG_PORT}",
+                         "allowed-ips", f"{nb.OVERLAY[1]}/32"]), timeout=10)
+    while time.monotonic() - started < limit:
+        done = nb.run(bed.in_ns(0, ["ping", "-n", "-c", "1", "-W", "0.2", nb.OVERLAY[1]]), timeout=5, check=False)
+        if done.returncode == 0:
+            return time.monotonic() - started
+    return None
+
+
+def measure(bed: nb.Testbed, system: nb.System, opts: argparse.Namespace) -> dict:
+    bed.up(system)
+    peer_b = nb.run(bed.in_ns(1, ["wg", "show", bed.iface[1], "public-key"]), timeout=10).stdout.strip()
+    alone = bed.iperf([], opts.seconds)
+    pid_b = bed.tunnels[1].pid
+    rss0 = rss_kib(pid_b)
+    flood_for = opts.seconds + 12
+    flooder = nb.spawn(bed.in_ns(0, ["python3", str(FLOODER), nb.UNDERLAY[1], str(nb.WG_PORT), peer_b,
+                                     "--count", str(int(opts.rate * flood_for) if opts.rate else 10**9),
+                                     "--seconds", str(flood_for), "--rate", str(opts.rate)]),
+                       log=bed.workdir / "flooder.log")
+    try:
+        time.sleep(1)
+        ticks0 = bed.tunnel_ticks()
+        flooded = bed.iperf([], opts.seconds)
+        ticks = bed.tunnel_ticks() - ticks0
+        handshake = fresh_handshake_seconds(bed, peer_b, limit=8)
+        rss1 = rss_kib(pid_b)
+    finally:
+        flooder.wait(timeout=flood_for + 10)
+        nb.stop(flooder)
+    sent = (bed.workdir / "flooder.log").read_text().strip()
+    stats = ""
+    if system.name == "fastwire":
+        done = nb.run(bed.in_ns(1, [str(opts.fastwire), "show", bed.iface[1]]), timeout=10, check=False)
+        stats = " ".join(line.strip() for line in done.stdout.splitlines()
+                         if any(k in line for k in ("queue", "cookie", "mac1", "rate")))
+    bed.down()
+    a, f = gbps(alone), gbps(flooded)
+    return {"system": system.name, "alone_gbps": a, "flood_gbps": f, "ratio": f / a if a else 0,
+            "handshake_s": handshake, "rss_before_mib": rss0 / 1024, "rss_after_mib": rss1 / 1024,
+            "tunnel_cpu_s": ticks / nb.CLK_TCK, "flooder": sent, "counters": stats}
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="bench/flood.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--rate", type=float, default=0, help="flood datagrams per second (0 = flat out)")
+    parser.add_argument("--systems", default="fastwire,wireguard-go-2025")
+    parser.add_argument("--fastwire", type=Path, default=nb.REPO / "target" / "release" / "fastwire")
+    opts = parser.parse_args(argv)
+    opts.mtu, opts.workers = 1420, None
+    names = [n for n in opts.systems.split(",") if n]
+    unknown = [n for n in names if n not in SYSTEMS]
+    if unknown:
+        parser.error(f"unknown system(s) {unknown}; choose from {list(SYSTEMS)}")
+    if "wireguard-go-2025" in names and not WG_GO_2025.exists():
+        parser.error(f"{WG_GO_2025} is missing")
+    results: dict[str, list[dict]] = {n: [] for n in names}
+    with tempfile.TemporaryDirectory(prefix="fwflood-") as tmp:
+        bed = nb.Testbed("fl", Path(tmp), opts)
+        try:
+            for rnd in range(opts.rounds):
+                for name in names:
+                    try:
+                        r = measure(bed, SYSTEMS[name], opts)
+                    except nb.BenchError as e:
+                        r = {"system": name, "error": str(e)}
+                        bed.down()
+                    r["round"] = rnd + 1
+                    print(json.dumps(r), flush=True)
+                    results[name].append(r)
+        finally:
+            bed.down()
+            nb.stop_all()
+    print("\n| system | alone Gbit/s | under flood Gbit/s | ratio | fresh handshake s | RSS before/after MiB |")
+    print("|---|---|---|---|---|---|")
+    for name, rs in results.items():
+        ok = [r for r in rs if "error" not in r]
+        if not ok:
+            print(f"| {name} | error | | | | |")
+            continue
+        med = lambda k: statistics.median(r[k] for r in ok)  # noqa: E731
+        hs = [r["handshake_s"] for r in ok]
+        hs_text = "/".join("timeout" if h is None else f"{h:.2f}" for h in hs)
+        print(f"| {name} | {med('alone_gbps'):.2f} | {med('flood_gbps'):.2f} | {med('ratio'):.2f} | {hs_text} | "
+              f"{med('rss_before_mib'):.0f}/{med('rss_after_mib'):.0f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
