@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 import tempfile
@@ -86,8 +87,9 @@ def measure(bed: nb.Testbed, system: nb.System, opts: argparse.Namespace) -> dic
         flooder.wait(timeout=flood_for + 10)
         nb.stop(flooder)
     sent = (bed.workdir / "flooder.log").read_text().strip()
+    rate = re.search(r"\((\d+)/s\)", sent)
     stats = ""
-    if system.name == "fastwire":
+    if system.name.startswith("fastwire"):
         done = nb.run(bed.in_ns(1, [str(opts.fastwire), "show", bed.iface[1]]), timeout=10, check=False)
         stats = " ".join(line.strip() for line in done.stdout.splitlines()
                          if any(k in line for k in ("queue", "cookie", "mac1", "rate")))
@@ -95,7 +97,8 @@ def measure(bed: nb.Testbed, system: nb.System, opts: argparse.Namespace) -> dic
     a, f = gbps(alone), gbps(flooded)
     return {"system": system.name, "alone_gbps": a, "flood_gbps": f, "ratio": f / a if a else 0,
             "handshake_s": handshake, "rss_before_mib": rss0 / 1024, "rss_after_mib": rss1 / 1024,
-            "tunnel_cpu_s": ticks / nb.CLK_TCK, "flooder": sent, "counters": stats}
+            "tunnel_cpu_s": ticks / nb.CLK_TCK, "flooder": sent,
+            "flood_rate": int(rate.group(1)) if rate else 0, "counters": stats}
 
 
 def main(argv: list[str]) -> int:
@@ -105,7 +108,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rate", type=float, default=0, help="flood datagrams per second (0 = flat out)")
     parser.add_argument("--systems", default="fastwire,wireguard-go-2025")
     parser.add_argument("--fastwire", type=Path, default=nb.REPO / "target" / "release" / "fastwire")
+    parser.add_argument("--baseline", type=Path,
+                        help="another fastwire binary (say, a build of main before a change), measured as "
+                             "system fastwire-baseline and added to --systems")
     opts = parser.parse_args(argv)
+    if opts.baseline:
+        baseline = opts.baseline.resolve()
+        SYSTEMS["fastwire-baseline"] = nb.System("fastwire-baseline", command=lambda o, i: [str(baseline), "-f", i])
+        opts.systems += ",fastwire-baseline"
     opts.mtu, opts.workers = 1420, None
     names = [n for n in opts.systems.split(",") if n]
     unknown = [n for n in names if n not in SYSTEMS]
@@ -130,8 +140,8 @@ def main(argv: list[str]) -> int:
         finally:
             bed.down()
             nb.stop_all()
-    print("\n| system | alone Gbit/s | under flood Gbit/s | ratio | fresh handshake s | RSS before/after MiB |")
-    print("|---|---|---|---|---|---|")
+    print("\n| system | alone Gbit/s | under flood Gbit/s | ratio | fresh handshake s | RSS before/after MiB | flood/s |")
+    print("|---|---|---|---|---|---|---|")
     for name, rs in results.items():
         ok = [r for r in rs if "error" not in r]
         if not ok:
@@ -141,7 +151,7 @@ def main(argv: list[str]) -> int:
         hs = [r["handshake_s"] for r in ok]
         hs_text = "/".join("timeout" if h is None else f"{h:.2f}" for h in hs)
         print(f"| {name} | {med('alone_gbps'):.2f} | {med('flood_gbps'):.2f} | {med('ratio'):.2f} | {hs_text} | "
-              f"{med('rss_before_mib'):.0f}/{med('rss_after_mib'):.0f} |")
+              f"{med('rss_before_mib'):.0f}/{med('rss_after_mib'):.0f} | {med('flood_rate'):.0f} |")
     return 0
 
 
