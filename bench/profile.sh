@@ -5,12 +5,14 @@
 #
 # Usage (root):  bench/profile.sh [SECONDS] [STREAMS]        e.g. bench/profile.sh 8 1
 #   FASTWIRE=path   binary (default target/release/fastwire)   PERF=0  skip perf
+#   FASTWIRE_ARGS="--tun-queues 1"   extra daemon arguments
 #   OUT=dir         where perf.data / report.txt / flame.svg go (default /tmp/fastwire-profile)
 set -euo pipefail
 SECS=${1:-8}
 STREAMS=${2:-1}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 FASTWIRE=${FASTWIRE:-$ROOT/target/release/fastwire}
+FASTWIRE_ARGS=${FASTWIRE_ARGS:-}
 OUT=${OUT:-/tmp/fastwire-profile}
 NA=fwprof-a NB=fwprof-b IA=fwprofa IB=fwprofb
 PIDS=()
@@ -31,8 +33,8 @@ ip netns add $NA; ip netns add $NB
 ip link add veth-prof netns $NA type veth peer name veth-prof netns $NB
 ip -n $NA addr add 10.77.0.1/24 dev veth-prof; ip -n $NB addr add 10.77.0.2/24 dev veth-prof
 for n in $NA $NB; do ip -n $n link set veth-prof up; ip -n $n link set lo up; done
-ip netns exec $NA "$FASTWIRE" -f $IA >"$OUT/a.log" 2>&1 & PIDS+=($!)
-ip netns exec $NB "$FASTWIRE" -f $IB >"$OUT/b.log" 2>&1 & PIDS+=($!)
+ip netns exec $NA "$FASTWIRE" -f $IA $FASTWIRE_ARGS >"$OUT/a.log" 2>&1 & PIDS+=($!)
+ip netns exec $NB "$FASTWIRE" -f $IB $FASTWIRE_ARGS >"$OUT/b.log" 2>&1 & PIDS+=($!)
 for _ in $(seq 100); do [ -S /var/run/wireguard/$IA.sock ] && [ -S /var/run/wireguard/$IB.sock ] && break; sleep 0.05; done
 ip netns exec $NA wg set $IA private-key <(echo "$KA") listen-port 51820 peer "$PB" allowed-ips 10.78.0.2/32 endpoint 10.77.0.2:51820
 ip netns exec $NB wg set $IB private-key <(echo "$KB") listen-port 51820 peer "$PA" allowed-ips 10.78.0.1/32

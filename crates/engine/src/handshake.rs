@@ -14,7 +14,6 @@ use crate::tcp::Outbox;
 use crossbeam_queue::ArrayQueue;
 use fastwire_proto::messages::{INITIATION_LEN, TYPE_INITIATION};
 use fastwire_proto::{DATA_HEADER_LEN, Endpoint, Incoming, RecvDrop, TAILROOM};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::sync::{Arc, OnceLock};
 use std::thread::Thread;
@@ -33,7 +32,7 @@ const IDLE_CHECK: Duration = Duration::from_millis(500);
 
 /// One queued handshake message (the longest is an initiation).
 struct Job {
-    src: SocketAddr,
+    src: Endpoint,
     len: usize,
     msg: [u8; INITIATION_LEN],
 }
@@ -57,7 +56,7 @@ impl HandshakeQueue {
 
     /// Queues a handshake message that passed [`fastwire_proto::Device::precheck_handshake`].
     /// Call [`HandshakeQueue::wake`] after the batch.
-    pub fn push(&self, src: SocketAddr, msg: &[u8]) -> Result<(), RecvDrop> {
+    pub fn push(&self, src: Endpoint, msg: &[u8]) -> Result<(), RecvDrop> {
         let depth = self.jobs.len();
         let initiation = msg.first() == Some(&TYPE_INITIATION);
         if msg.len() > INITIATION_LEN {
@@ -134,17 +133,15 @@ pub(crate) fn run(shared: Arc<Shared>, stats: Arc<WorkerStats>) {
                 break;
             };
             let msg = &mut job.msg[..job.len];
-            let incoming = shared.device.handle_prechecked_handshake(
-                Endpoint::udp(job.src),
-                msg,
-                now,
-                &mut reply,
-            );
+            let incoming = shared
+                .device
+                .handle_prechecked_handshake(job.src, msg, now, &mut reply);
             match &incoming {
                 Incoming::Reply { len } => {
-                    let sent = tx
-                        .udp
-                        .is_some_and(|s| s.send_to(&reply[..*len], job.src).is_ok());
+                    let sent = tx.udp.is_some_and(|s| {
+                        s.send_to(&reply[..*len], job.src.addr, job.src.local)
+                            .is_ok()
+                    });
                     if !sent {
                         stats.send_drop(SendDrop::SendFailed, 1);
                     }
@@ -165,11 +162,12 @@ pub(crate) fn run(shared: Arc<Shared>, stats: Arc<WorkerStats>) {
 mod tests {
     use super::*;
     use fastwire_proto::messages::{RESPONSE_LEN, TYPE_RESPONSE};
+    use std::net::SocketAddr;
 
     #[test]
     fn initiations_stop_at_half_answers_fill_the_rest() {
         let q = HandshakeQueue::new();
-        let src = SocketAddr::from(([10, 0, 0, 1], 1));
+        let src = Endpoint::udp(SocketAddr::from(([10, 0, 0, 1], 1)));
         let mut init = [0u8; INITIATION_LEN];
         init[0] = TYPE_INITIATION;
         let mut resp = [0u8; RESPONSE_LEN];
@@ -196,7 +194,7 @@ mod tests {
     fn oversized_messages_are_refused() {
         let q = HandshakeQueue::new();
         let big = [1u8; INITIATION_LEN + 1];
-        let src = SocketAddr::from(([10, 0, 0, 1], 1));
+        let src = Endpoint::udp(SocketAddr::from(([10, 0, 0, 1], 1)));
         assert_eq!(q.push(src, &big), Err(RecvDrop::Malformed));
     }
 }

@@ -3,11 +3,14 @@
 
 pub mod config;
 mod handshake;
+mod pipeline;
+mod rx_batch;
 mod shared;
 pub mod stats;
 mod tcp;
 mod timer;
 mod tun_sink;
+mod tx_batch;
 mod worker;
 
 pub use shared::ShutdownReason;
@@ -16,9 +19,9 @@ use crate::config::{DeviceSnapshot, DeviceUpdate, PeerSnapshot, SetError};
 use crate::shared::Shared;
 use crate::stats::WorkerStats;
 use arc_swap::ArcSwapOption;
-use fastwire_io::poll::Waker;
-use fastwire_io::tun::TunQueue;
+use fastwire_io::tun::{Offloads, TunDevice, TunOptions, TunQueue};
 use fastwire_io::udp::UdpSocket;
+use fastwire_io::wait::Waker;
 use fastwire_proto::Device;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -30,18 +33,60 @@ use std::time::{Instant, SystemTime};
 pub struct EngineOptions {
     /// Interface name to create.
     pub iface: String,
-    /// Worker threads (one TUN queue each); 0 = one per online CPU.
+    /// Worker threads; 0 = one per online CPU.
     pub workers: usize,
+    /// TUN queues: 0 = one per worker where the platform has multi-queue TUN (Linux), else 1. With one
+    /// queue and several workers the single-queue pipeline spreads the crypto over the workers.
+    pub tun_queues: usize,
     pub mtu: u16,
     /// Use TUN offloads (TSO/GRO) when the kernel has them.
     pub offload: bool,
+    /// Windows: Wintun ring capacity in bytes; 0 = the default.
+    pub ring_capacity: u32,
     /// Most TCP connections accepted but not yet authenticated by a handshake; beyond it the oldest is
     /// closed. 0 = the default ([`DEFAULT_TCP_MAX_UNAUTHENTICATED`]).
     pub tcp_max_unauthenticated: usize,
 }
 
+impl EngineOptions {
+    /// Defaults for the interface `iface`: a worker per CPU, multi-queue where available, MTU 1420.
+    pub fn new(iface: &str) -> Self {
+        Self {
+            iface: iface.to_string(),
+            workers: 0,
+            tun_queues: 0,
+            mtu: 1420,
+            offload: true,
+            ring_capacity: 0,
+            tcp_max_unauthenticated: 0,
+        }
+    }
+}
+
 /// Default cap on unauthenticated TCP connections.
 pub const DEFAULT_TCP_MAX_UNAUTHENTICATED: usize = 64;
+
+/// How the data plane is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataPath {
+    /// One run-to-completion worker per TUN queue, each with its own UDP socket.
+    MultiQueue { queues: usize },
+    /// One TUN queue and one UDP socket shared by `workers` workers (leader/followers, ordered commit).
+    SingleQueue { workers: usize },
+}
+
+/// `2 TUN queues, a worker each` / `1 TUN queue, 4 workers`.
+impl std::fmt::Display for DataPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let plural = |n: usize| if n == 1 { "" } else { "s" };
+        match *self {
+            DataPath::MultiQueue { queues } => {
+                write!(f, "{queues} TUN queue{}, a worker each", plural(queues))
+            }
+            DataPath::SingleQueue { workers } => write!(f, "1 TUN queue, {workers} workers"),
+        }
+    }
+}
 
 /// A running tunnel interface.
 pub struct Engine {
@@ -54,7 +99,8 @@ pub struct Engine {
     /// The `tcp://` endpoint configured for each peer that has one: the TCP owner keeps them connected.
     tcp_dial_targets: Mutex<std::collections::HashMap<config::Key, std::net::SocketAddr>>,
     iface: String,
-    offloads: fastwire_io::tun::Offloads,
+    offloads: Offloads,
+    data_path: DataPath,
 }
 
 fn default_workers() -> usize {
@@ -65,30 +111,65 @@ impl Engine {
     /// Creates the TUN interface, binds a UDP socket on a random port and starts the workers.
     /// Errors are one line saying what is wrong and what to do.
     pub fn start(opts: EngineOptions) -> Result<Engine, String> {
-        let workers = if opts.workers == 0 {
-            default_workers()
-        } else {
-            opts.workers
-        };
-        if !fastwire_io::sys::has_net_admin() {
-            return Err(format!(
-                "cannot create interface {}: permission denied — run as root or grant CAP_NET_ADMIN",
-                opts.iface
-            ));
+        if !fastwire_io::sys::may_admin_network() {
+            return Err(fastwire_io::sys::admin_hint(&opts.iface));
         }
-        let (queues, offloads) = TunQueue::create(&opts.iface, workers, opts.mtu, opts.offload)?;
-        tracing::info!(iface = %opts.iface, workers, tcp_offload = offloads.tcp, udp_offload = offloads.udp, "TUN device created");
-        let queues: Vec<Arc<TunQueue>> = queues.into_iter().map(Arc::new).collect();
-        let sockets = UdpSocket::bind_group(0, 0, workers)
+        let workers = Self::worker_count(&opts);
+        let queues = match opts.tun_queues {
+            0 if fastwire_io::tun::MULTI_QUEUE => workers,
+            0 => 1,
+            n => n.min(workers),
+        };
+        let device = fastwire_io::tun::create(&TunOptions {
+            name: opts.iface.clone(),
+            queues,
+            mtu: opts.mtu,
+            offload: opts.offload,
+            ring_capacity: opts.ring_capacity,
+        })?;
+        Self::start_on(device, opts)
+    }
+
+    fn worker_count(opts: &EngineOptions) -> usize {
+        match opts.workers {
+            0 => default_workers(),
+            n => n,
+        }
+    }
+
+    /// Starts the data plane on a device already created (a real one from [`fastwire_io::tun::create`],
+    /// or a fake one in tests). With more than one queue there is a worker per queue.
+    pub fn start_on(device: TunDevice, opts: EngineOptions) -> Result<Engine, String> {
+        let TunDevice {
+            name,
+            queues,
+            offloads,
+        } = device;
+        let data_path = if queues.len() > 1 {
+            DataPath::MultiQueue {
+                queues: queues.len(),
+            }
+        } else {
+            match Self::worker_count(&opts) {
+                1 => DataPath::MultiQueue { queues: 1 },
+                workers => DataPath::SingleQueue { workers },
+            }
+        };
+        let (workers, sockets_wanted) = match data_path {
+            DataPath::MultiQueue { queues } => (queues, queues),
+            DataPath::SingleQueue { workers } => (workers, 1),
+        };
+        tracing::info!(iface = %name, ?data_path, tcp_offload = offloads.tcp, udp_offload = offloads.udp, "TUN device ready");
+        let sockets = UdpSocket::bind_group(0, 0, sockets_wanted)
             .map_err(|e| format!("cannot open a UDP socket: {e}"))?;
         let wakers = (0..workers)
             .map(|_| Waker::new())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("cannot create an eventfd: {e}"))?;
+            .map_err(|e| format!("cannot create a waker: {e}"))?;
         let tcp_poll =
-            mio::Poll::new().map_err(|e| format!("cannot create an epoll instance: {e}"))?;
+            mio::Poll::new().map_err(|e| format!("cannot create a poller for TCP: {e}"))?;
         let tcp_waker = mio::Waker::new(tcp_poll.registry(), tcp::WAKER_TOKEN)
-            .map_err(|e| format!("cannot create an eventfd: {e}"))?;
+            .map_err(|e| format!("cannot create a waker for TCP: {e}"))?;
         let shared = Arc::new(Shared {
             device: Device::new(Instant::now()),
             sockets: ArcSwapOption::from_pointee(sockets),
@@ -105,28 +186,93 @@ impl Engine {
             tcp_control_dirty: AtomicBool::new(false),
             tcp_port: std::sync::atomic::AtomicU16::new(0),
         });
-        let mut stats = Vec::new();
-        let mut threads = Vec::new();
-        // The TCP owner writes what it decrypts through worker 0's queue: a queue of its own would also
+        let engine = Engine {
+            shared,
+            stats: Vec::new(),
+            threads: Mutex::new(Vec::new()),
+            config_lock: Mutex::new(()),
+            configured_port: std::sync::atomic::AtomicU16::new(0),
+            tcp_dial_targets: Mutex::new(std::collections::HashMap::new()),
+            iface: name,
+            offloads,
+            data_path,
+        };
+        let mut engine = engine;
+        match engine.spawn_threads(queues, tcp_poll, &opts) {
+            Ok(()) => Ok(engine),
+            Err(e) => {
+                // Nothing half-started is left behind: the threads already running are stopped.
+                engine.stop();
+                Err(e)
+            }
+        }
+    }
+
+    fn spawn_threads(
+        &mut self,
+        queues: Vec<Arc<dyn TunQueue>>,
+        tcp_poll: mio::Poll,
+        opts: &EngineOptions,
+    ) -> Result<(), String> {
+        let shared = self.shared.clone();
+        let spawn = |engine: &Engine, name: String, f: Box<dyn FnOnce() + Send>| {
+            let t = std::thread::Builder::new()
+                .name(name)
+                .spawn(f)
+                .map_err(|e| format!("cannot start a thread: {e}"))?;
+            engine
+                .threads
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(t);
+            Ok::<_, String>(())
+        };
+        // The TCP owner writes what it decrypts through the first queue: a queue of its own would also
         // receive outgoing packets (the kernel spreads flows over all queues) that nobody reads.
         let tcp_tun = queues[0].clone();
-        for (index, tun) in queues.into_iter().enumerate() {
-            let s = Arc::new(WorkerStats::default());
-            stats.push(s.clone());
-            let w = worker::Worker {
-                index,
-                shared: shared.clone(),
-                tun,
-                stats: s,
-            };
-            let t = std::thread::Builder::new()
-                .name(format!("fw-worker-{index}"))
-                .spawn(move || w.run())
-                .map_err(|e| format!("cannot start a worker thread: {e}"))?;
-            threads.push(t);
+        match self.data_path {
+            DataPath::MultiQueue { .. } => {
+                for (index, tun) in queues.into_iter().enumerate() {
+                    let s = Arc::new(WorkerStats::default());
+                    self.stats.push(s.clone());
+                    let w = worker::Worker {
+                        index,
+                        shared: shared.clone(),
+                        tun,
+                        stats: s,
+                    };
+                    spawn(
+                        self,
+                        format!("fw-worker-{index}"),
+                        Box::new(move || w.run()),
+                    )?;
+                }
+            }
+            DataPath::SingleQueue { workers } => {
+                let p = Arc::new(pipeline::Pipeline::new(
+                    queues[0].clone(),
+                    workers,
+                    shared.mtu(),
+                ));
+                for index in 0..workers {
+                    let s = Arc::new(WorkerStats::default());
+                    self.stats.push(s.clone());
+                    let w = pipeline::PipelineWorker {
+                        index,
+                        shared: shared.clone(),
+                        pipeline: p.clone(),
+                        stats: s,
+                    };
+                    spawn(
+                        self,
+                        format!("fw-worker-{index}"),
+                        Box::new(move || w.run()),
+                    )?;
+                }
+            }
         }
         let tcp_stats = Arc::new(WorkerStats::default());
-        stats.push(tcp_stats.clone());
+        self.stats.push(tcp_stats.clone());
         let limits = tcp::Limits {
             max_unauthenticated: match opts.tcp_max_unauthenticated {
                 0 => DEFAULT_TCP_MAX_UNAUTHENTICATED,
@@ -134,40 +280,30 @@ impl Engine {
             },
         };
         let sh = shared.clone();
-        threads.push(
-            std::thread::Builder::new()
-                .name("fw-tcp".into())
-                .spawn(move || tcp::run(sh, tcp_poll, tcp_tun, tcp_stats, limits))
-                .map_err(|e| format!("cannot start the TCP thread: {e}"))?,
-        );
+        spawn(
+            self,
+            "fw-tcp".into(),
+            Box::new(move || tcp::run(sh, tcp_poll, tcp_tun, tcp_stats, limits)),
+        )?;
         let handshake_stats = Arc::new(WorkerStats::default());
-        stats.push(handshake_stats.clone());
+        self.stats.push(handshake_stats.clone());
         let sh = shared.clone();
-        let handshake_thread = std::thread::Builder::new()
-            .name("fw-handshake".into())
-            .spawn(move || handshake::run(sh, handshake_stats))
-            .map_err(|e| format!("cannot start the handshake thread: {e}"))?;
-        shared
-            .handshakes
-            .set_thread(handshake_thread.thread().clone());
-        threads.push(handshake_thread);
+        spawn(
+            self,
+            "fw-handshake".into(),
+            Box::new(move || {
+                sh.handshakes.set_thread(std::thread::current());
+                handshake::run(sh, handshake_stats)
+            }),
+        )?;
         let sh = shared.clone();
-        threads.push(
-            std::thread::Builder::new()
-                .name("fw-timers".into())
-                .spawn(move || timer::run(sh))
-                .map_err(|e| format!("cannot start the timer thread: {e}"))?,
-        );
-        Ok(Engine {
-            shared,
-            stats,
-            threads: Mutex::new(threads),
-            config_lock: Mutex::new(()),
-            configured_port: std::sync::atomic::AtomicU16::new(0),
-            tcp_dial_targets: Mutex::new(std::collections::HashMap::new()),
-            iface: opts.iface,
-            offloads,
-        })
+        spawn(self, "fw-timers".into(), Box::new(move || timer::run(sh)))?;
+        Ok(())
+    }
+
+    /// How the data plane is laid out.
+    pub fn data_path(&self) -> DataPath {
+        self.data_path
     }
 
     pub fn iface(&self) -> &str {
@@ -175,7 +311,7 @@ impl Engine {
     }
 
     /// The TUN offloads the kernel granted.
-    pub fn offloads(&self) -> fastwire_io::tun::Offloads {
+    pub fn offloads(&self) -> Offloads {
         self.offloads
     }
 
@@ -203,8 +339,11 @@ impl Engine {
             let rebind = port != configured && (port == 0 || current != Some(port));
             if rebind {
                 let fwmark = self.shared.fwmark.load(Ordering::Relaxed);
-                let workers = self.shared.worker_wakers.len();
-                let group = UdpSocket::bind_group(port, fwmark, workers).map_err(|e| {
+                let sockets = match self.data_path {
+                    DataPath::MultiQueue { queues } => queues,
+                    DataPath::SingleQueue { .. } => 1,
+                };
+                let group = UdpSocket::bind_group(port, fwmark, sockets).map_err(|e| {
                     if e.kind() == std::io::ErrorKind::AddrInUse {
                         SetError::PortInUse(port)
                     } else {
@@ -249,6 +388,7 @@ impl Engine {
                 let endpoint = config::Endpoint {
                     transport: endpoint.transport,
                     addr: fastwire_io::udp::canonical(endpoint.addr),
+                    local: None,
                 };
                 peer.set_endpoint(endpoint);
                 if endpoint.is_tcp() {

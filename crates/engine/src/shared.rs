@@ -3,8 +3,9 @@
 use crate::stats::{Counter, SendDrop, WorkerStats};
 use crate::tcp::{Outbox, TcpHandoff};
 use arc_swap::ArcSwapOption;
-use fastwire_io::poll::Waker;
+use fastwire_io::tun::TunQueue;
 use fastwire_io::udp::UdpSocket;
+use fastwire_io::wait::Waker;
 use fastwire_proto::messages::{COOKIE_REPLY_LEN, INITIATION_LEN};
 use fastwire_proto::{
     DATA_HEADER_LEN, Device, Endpoint, Incoming, Peer, RecvDrop, SendError, Transport,
@@ -47,6 +48,9 @@ pub(crate) struct Shared {
     /// The TCP listen port (0 = none).
     pub tcp_port: std::sync::atomic::AtomicU16,
 }
+
+/// How often a data-path thread re-reads the interface MTU.
+const MTU_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 pub(crate) fn wall_clock() -> Duration {
     SystemTime::now()
@@ -96,6 +100,18 @@ impl Shared {
         self.mtu.load(Ordering::Relaxed)
     }
 
+    /// Re-reads the interface MTU at most once per [`MTU_CHECK_INTERVAL`] (the user may change it while
+    /// we run); readers of [`Shared::mtu`] resize their buffers when it changes.
+    pub fn check_mtu(&self, tun: &dyn TunQueue, last: &mut Instant) {
+        if last.elapsed() < MTU_CHECK_INTERVAL {
+            return;
+        }
+        *last = Instant::now();
+        if let Ok(mtu) = tun.mtu() {
+            self.mtu.store(usize::from(mtu), Ordering::Relaxed);
+        }
+    }
+
     /// Sends one message (handshake, cookie reply, a lone data message) over the endpoint's transport.
     pub fn send_message(
         &self,
@@ -106,7 +122,9 @@ impl Shared {
     ) -> bool {
         match to.transport {
             Transport::Udp => {
-                let sent = tx.udp.is_some_and(|s| s.send_to(msg, to.addr).is_ok());
+                let sent = tx
+                    .udp
+                    .is_some_and(|s| s.send_to(msg, to.addr, to.local).is_ok());
                 if !sent {
                     stats.send_drop(SendDrop::SendFailed, 1);
                 }

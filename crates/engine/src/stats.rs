@@ -26,10 +26,12 @@ pub enum SendDrop {
     TcpNotConnected,
     /// The connection's send queue was full (the path is slower than the tunnel's input).
     TcpBackpressure,
+    /// A decrypted packet found the TUN device's queue full (Windows: the Wintun ring).
+    TunFull,
 }
 
 impl SendDrop {
-    pub const ALL: [SendDrop; 10] = [
+    pub const ALL: [SendDrop; 11] = [
         SendDrop::NoRoute,
         SendDrop::NoEndpoint,
         SendDrop::StagedOverflow,
@@ -40,6 +42,7 @@ impl SendDrop {
         SendDrop::TcpFrameTooBig,
         SendDrop::TcpNotConnected,
         SendDrop::TcpBackpressure,
+        SendDrop::TunFull,
     ];
 
     pub fn name(self) -> &'static str {
@@ -54,6 +57,7 @@ impl SendDrop {
             SendDrop::TcpFrameTooBig => "tx_tcp_frame_too_big",
             SendDrop::TcpNotConnected => "tx_tcp_not_connected",
             SendDrop::TcpBackpressure => "tx_tcp_backpressure",
+            SendDrop::TunFull => "rx_tun_full",
         }
     }
 }

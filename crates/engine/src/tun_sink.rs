@@ -1,29 +1,27 @@
 //! Decrypted packets on their way to the TUN device, written in batches (coalesced into super-packets when
-//! offloads are on). Used by every thread that decrypts: the UDP workers and the TCP owner.
+//! offloads are on). Used by every thread that delivers: the UDP workers (or the in-order committer of
+//! the single-queue pipeline) and the TCP owner.
 
 use crate::shared::{Shared, ShutdownReason};
-use crate::stats::{Counter, WorkerStats};
-use fastwire_io::tun::{GroTable, MAX_SEGMENTS, TunQueue};
+use crate::stats::{Counter, SendDrop, WorkerStats};
+use fastwire_io::tun::{Coalescer, MAX_PACKET, MAX_SEGMENTS, TunQueue};
 use fastwire_proto::DATA_HEADER_LEN;
 use std::io;
 use std::sync::Arc;
 
-/// Largest IP packet a TUN device takes (and GRO may build).
-const MAX_PACKET: usize = 65_535;
-
 pub(crate) struct TunSink {
-    tun: Arc<TunQueue>,
-    gro: GroTable,
-    /// One buffer per packet (the GRO table coalesces across them), each with headroom for the virtio header.
+    tun: Arc<dyn TunQueue>,
+    coalescer: Coalescer,
+    /// One buffer per packet (coalescing grows the first of a flow), each with headroom in front.
     bufs: Vec<Vec<u8>>,
     pending: usize,
 }
 
 impl TunSink {
-    pub fn new(tun: Arc<TunQueue>) -> Self {
+    pub fn new(tun: Arc<dyn TunQueue>) -> Self {
         Self {
             tun,
-            gro: GroTable::new(),
+            coalescer: Coalescer::new(),
             bufs: (0..MAX_SEGMENTS)
                 .map(|_| Vec::with_capacity(DATA_HEADER_LEN + MAX_PACKET))
                 .collect(),
@@ -47,25 +45,27 @@ impl TunSink {
             return true;
         }
         let n = std::mem::take(&mut self.pending);
-        if let Err(e) = self
+        match self
             .tun
-            .send_batch(&mut self.gro, &mut self.bufs[..n], DATA_HEADER_LEN)
+            .send_batch(&mut self.coalescer, &mut self.bufs[..n], DATA_HEADER_LEN)
         {
-            if interface_gone(shared, &e) {
-                return false;
+            Ok(0) => {}
+            Ok(full) => stats.send_drop(SendDrop::TunFull, full as u64),
+            Err(e) => {
+                if interface_gone(shared, &*self.tun, &e) {
+                    return false;
+                }
+                stats.count(Counter::TunWriteFailed, 1);
             }
-            stats.count(Counter::TunWriteFailed, 1);
         }
         true
     }
 }
 
-/// Whether a failed system call on a TUN queue means the interface is gone (then shutdown is requested)
-/// rather than a bad packet. EIO only means the link is administratively down (writes while `ip link set
-/// down`, or before `up` at start-up): the interface is still there, so the caller counts and carries on.
-pub(crate) fn interface_gone(shared: &Shared, e: &io::Error) -> bool {
-    // ENODEV, EBADFD — without a libc dependency in this crate.
-    let gone = matches!(e.raw_os_error(), Some(19) | Some(77));
+/// Whether a failed call on a TUN queue means the interface is gone (then shutdown is requested) rather
+/// than one bad packet.
+pub(crate) fn interface_gone(shared: &Shared, tun: &dyn TunQueue, e: &io::Error) -> bool {
+    let gone = tun.is_gone(e);
     if gone {
         shared.request_shutdown(ShutdownReason::InterfaceRemoved);
     }

@@ -7,11 +7,48 @@ use fastwire_engine::{Engine, EngineOptions};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// How the data plane is laid out (command line, or a file's fastwire-only keys).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DataPlane {
+    /// Worker threads (default: one per online CPU).
+    pub workers: Option<usize>,
+    /// TUN queues (default: one per worker on Linux; always 1 elsewhere).
+    pub tun_queues: Option<usize>,
+    /// Windows: Wintun ring capacity in bytes.
+    pub ring_capacity: Option<u32>,
+}
+
+impl DataPlane {
+    /// Fills what `self` leaves open from `fallback` (the command line wins over the file).
+    pub fn or(self, fallback: DataPlane) -> DataPlane {
+        DataPlane {
+            workers: self.workers.or(fallback.workers),
+            tun_queues: self.tun_queues.or(fallback.tun_queues),
+            ring_capacity: self.ring_capacity.or(fallback.ring_capacity),
+        }
+    }
+
+    /// The same choices as command-line arguments, for a child process.
+    pub fn args(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(n) = self.workers {
+            out.extend(["--workers".to_string(), n.to_string()]);
+        }
+        if let Some(n) = self.tun_queues {
+            out.extend(["--tun-queues".to_string(), n.to_string()]);
+        }
+        if let Some(n) = self.ring_capacity {
+            out.extend(["--ring-capacity".to_string(), n.to_string()]);
+        }
+        out
+    }
+}
+
 /// How to start a device.
 #[derive(Debug, Clone)]
 pub struct DaemonOptions {
     pub iface: String,
-    pub workers: Option<usize>,
+    pub plane: DataPlane,
     pub mtu: u16,
     /// Open this TCP listener before the UAPI socket appears, as a `listen_tcp_port=N` set would.
     pub listen_tcp_port: Option<u16>,
@@ -25,7 +62,7 @@ pub struct GoStyleOptions {
     pub foreground: bool,
     /// Set by the background launcher on the child it starts.
     pub detach_after_start: bool,
-    pub workers: Option<usize>,
+    pub plane: DataPlane,
     pub listen_tcp_port: Option<u16>,
     pub tcp_max_unauthenticated: usize,
 }
@@ -91,9 +128,11 @@ impl Daemon {
         }
         let engine = Arc::new(Engine::start(EngineOptions {
             iface: opts.iface.clone(),
-            workers: opts.workers.unwrap_or(0),
+            workers: opts.plane.workers.unwrap_or(0),
+            tun_queues: opts.plane.tun_queues.unwrap_or(0),
             mtu: opts.mtu,
             offload: offload_enabled(),
+            ring_capacity: opts.plane.ring_capacity.unwrap_or(0),
             tcp_max_unauthenticated: opts.tcp_max_unauthenticated,
         })?);
         // Before the socket is served, so a taken port fails the start (and nobody sees a device that
@@ -129,6 +168,11 @@ impl Daemon {
             engine,
             uapi: Some(uapi),
         })
+    }
+
+    /// How the data plane was laid out.
+    pub fn data_path(&self) -> fastwire_engine::DataPath {
+        self.engine.data_path()
     }
 
     /// Applies a configuration change, as a UAPI `set=1` would.
@@ -179,7 +223,7 @@ pub fn run_wireguard_go_style(iface: &str, opts: &GoStyleOptions) -> Result<(), 
     }
     let daemon = Daemon::start(DaemonOptions {
         iface: iface.to_string(),
-        workers: opts.workers,
+        plane: opts.plane,
         mtu: DEFAULT_MTU,
         listen_tcp_port: opts.listen_tcp_port,
         tcp_max_unauthenticated: opts.tcp_max_unauthenticated,
@@ -205,9 +249,7 @@ fn spawn_background(iface: &str, opts: &GoStyleOptions) -> Result<(), String> {
     if !offload_enabled() {
         cmd.arg("--no-offload");
     }
-    if let Some(n) = opts.workers {
-        cmd.arg("--workers").arg(n.to_string());
-    }
+    cmd.args(opts.plane.args());
     if let Some(port) = opts.listen_tcp_port {
         cmd.arg("--listen-tcp-port").arg(port.to_string());
     }

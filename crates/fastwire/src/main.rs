@@ -48,9 +48,8 @@ struct Cli {
     #[arg(short, long)]
     foreground: bool,
 
-    /// Number of data-plane workers (default: one per online CPU).
-    #[arg(long, value_name = "N")]
-    workers: Option<usize>,
+    #[command(flatten)]
+    plane: DataPlaneArgs,
 
     /// Also accept WireGuard-over-TCP connections on this TCP port (as `listen_tcp_port=N` over the
     /// UAPI would); fails at start if the port is taken.
@@ -77,6 +76,34 @@ struct Cli {
     command: Option<Command>,
 }
 
+/// How the data plane is laid out; the same flags for `fastwire IFACE` and `fastwire up`.
+#[derive(clap::Args, Debug, Clone, Copy)]
+struct DataPlaneArgs {
+    /// Number of data-plane workers (default: one per online CPU).
+    #[arg(long, value_name = "N", value_parser = parse_positive)]
+    workers: Option<usize>,
+
+    /// TUN queues to open (Linux; default: one per worker). 1 selects the single-queue data path that
+    /// Windows and macOS always use: one queue read by one worker at a time, the crypto spread over all
+    /// workers, every peer's packets kept in order.
+    #[arg(long, value_name = "N", value_parser = parse_positive)]
+    tun_queues: Option<usize>,
+
+    /// Windows: the Wintun ring's size in bytes, a power of two from 128KiB to 64MiB (e.g. 4MiB).
+    #[arg(long, value_name = "SIZE", value_parser = config::parse_ring_capacity)]
+    ring_capacity: Option<u32>,
+}
+
+impl From<DataPlaneArgs> for daemon::DataPlane {
+    fn from(a: DataPlaneArgs) -> Self {
+        daemon::DataPlane {
+            workers: a.workers,
+            tun_queues: a.tun_queues,
+            ring_capacity: a.ring_capacity,
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Bring a tunnel up from a wg-quick style file and run it in the foreground until a signal.
@@ -86,9 +113,8 @@ enum Command {
     Up {
         /// wg-quick configuration file; the interface is named after the file (wg0.conf -> wg0).
         file: PathBuf,
-        /// Number of data-plane workers (default: one per online CPU).
-        #[arg(long, value_name = "N")]
-        workers: Option<usize>,
+        #[command(flatten)]
+        plane: DataPlaneArgs,
         #[arg(long, value_name = "N", value_parser = parse_positive, help = TCP_MAX_UNAUTHENTICATED_HELP,
               default_value_t = fastwire_engine::DEFAULT_TCP_MAX_UNAUTHENTICATED)]
         tcp_max_unauthenticated: usize,
@@ -142,7 +168,7 @@ fn main() -> ExitCode {
             &daemon::GoStyleOptions {
                 foreground: cli.foreground,
                 detach_after_start: cli.detach_after_start,
-                workers: cli.workers,
+                plane: cli.plane.into(),
                 listen_tcp_port: cli.listen_tcp_port,
                 tcp_max_unauthenticated: cli.tcp_max_unauthenticated,
             },
@@ -171,9 +197,9 @@ fn run_command(command: Command) -> Result<(), String> {
     match command {
         Command::Up {
             file,
-            workers,
+            plane,
             tcp_max_unauthenticated,
-        } => wgquick::up(&file, workers, tcp_max_unauthenticated),
+        } => wgquick::up(&file, plane.into(), tcp_max_unauthenticated),
         Command::Down { target } => wgquick::down(&target),
         Command::Genkey => keys::genkey(),
         Command::Pubkey => keys::pubkey(),

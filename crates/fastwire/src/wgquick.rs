@@ -7,7 +7,7 @@
 //! shutdown and when a step of `up` fails.
 
 use crate::config::{self, QuickConfig, Table};
-use crate::daemon::{Daemon, DaemonOptions, ShutdownReason};
+use crate::daemon::{Daemon, DaemonOptions, DataPlane, ShutdownReason};
 use fastwire_engine::config::{AllowedIp, DeviceUpdate};
 use std::collections::HashSet;
 use std::io::{Read, Write};
@@ -34,11 +34,7 @@ const FALLBACK_LINK_MTU: u64 = 1500;
 /// `fastwire up FILE`: brings the tunnel up, runs until SIGINT/SIGTERM or until the interface is
 /// deleted, then takes everything down again. `ListenTcpPort` and `tcp://` endpoints reach the device
 /// through the same `set` as the rest of the file.
-pub fn up(
-    file: &Path,
-    workers: Option<usize>,
-    tcp_max_unauthenticated: usize,
-) -> Result<(), String> {
+pub fn up(file: &Path, plane: DataPlane, tcp_max_unauthenticated: usize) -> Result<(), String> {
     let path = config::config_path(file);
     let iface = config::interface_name(&path)?;
     if !path.exists() {
@@ -63,7 +59,11 @@ pub fn up(
         .unwrap_or_else(|| automatic_mtu(&update));
     let options = DaemonOptions {
         iface: iface.clone(),
-        workers: workers.or(config.interface.workers),
+        plane: plane.or(DataPlane {
+            workers: config.interface.workers,
+            tun_queues: config.interface.tun_queues,
+            ring_capacity: config.interface.ring_capacity,
+        }),
         mtu,
         // The file's `set` below opens it, with the rest of the configuration.
         listen_tcp_port: None,
@@ -194,15 +194,13 @@ impl<'a> Tunnel<'a> {
     ) -> Result<(), String> {
         let iface = self.iface.clone();
         let interface = &self.config.interface;
-        eprintln!(
-            "[#] fastwire: create {iface} (mtu {}, workers {})",
-            options.mtu,
-            options
-                .workers
-                .map_or_else(|| "auto".to_string(), |n| n.to_string())
-        );
         let mtu = options.mtu;
-        self.daemon = Some(Daemon::start(options)?);
+        let daemon = Daemon::start(options)?;
+        eprintln!(
+            "[#] fastwire: create {iface} (mtu {mtu}, {})",
+            daemon.data_path()
+        );
+        self.daemon = Some(daemon);
         self.run_hooks(&interface.pre_up)?;
         eprintln!(
             "[#] fastwire: configure {iface} from {} ({} peer{})",

@@ -18,7 +18,7 @@ mod linux {
     use std::time::{Duration, Instant};
 
     use criterion::{BenchmarkId, Criterion, Throughput};
-    use fastwire_io::tun::{GroTable, MAX_SEGMENTS, VIRTIO_NET_HDR_LEN};
+    use tun_rs::{GROTable as GroTable, IDEAL_BATCH_SIZE as MAX_SEGMENTS, VIRTIO_NET_HDR_LEN};
     use tun_rs::{VIRTIO_NET_HDR_GSO_TCPV4, VirtioNetHdr, gso_split};
 
     /// Headroom the workers leave in front of each packet (the WireGuard data header).

@@ -1,12 +1,11 @@
-//! fastwire-io: platform I/O for the data plane — the TUN device, UDP sockets, readiness waits.
+//! fastwire-io: platform I/O for the data plane — TUN devices, UDP and TCP sockets, readiness waits —
+//! behind small interfaces that name no descriptor, HANDLE or platform crate.
 //!
 //! Every `unsafe` block and every `cfg(target_os)` of the project lives in this crate.
 
-#[cfg(target_os = "linux")]
-pub mod poll;
-#[cfg(target_os = "linux")]
+mod sockwait;
 pub mod sys;
 pub mod tcp;
-#[cfg(target_os = "linux")]
 pub mod tun;
 pub mod udp;
+pub mod wait;

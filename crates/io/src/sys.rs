@@ -1,10 +1,9 @@
-//! Small Linux system calls the standard library does not wrap.
+//! Small system calls the standard library does not wrap: privileges, interface lookup, stdio.
 
-use std::ffi::CString;
-
-/// Whether a network interface of this name exists in the current network namespace.
+/// Whether a network interface of this name exists (in the current network namespace on Linux).
+#[cfg(unix)]
 pub fn interface_exists(name: &str) -> bool {
-    let Ok(c) = CString::new(name) else {
+    let Ok(c) = std::ffi::CString::new(name) else {
         return false;
     };
     // SAFETY: `c` is a valid NUL-terminated string that outlives the call; if_nametoindex only reads it.
@@ -12,13 +11,33 @@ pub fn interface_exists(name: &str) -> bool {
 }
 
 /// The effective user id.
+#[cfg(unix)]
 pub fn effective_uid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }
 }
 
-/// Whether the process may administer network interfaces: root, or CAP_NET_ADMIN in its effective set.
-pub fn has_net_admin() -> bool {
+/// Whether the process may create and configure network interfaces: on Linux root or CAP_NET_ADMIN in
+/// its effective set; on macOS root; on Windows a token elevated to Administrator.
+pub fn may_admin_network() -> bool {
+    imp_may_admin_network()
+}
+
+/// The one line to print when [`may_admin_network`] is false.
+pub fn admin_hint(iface: &str) -> String {
+    if cfg!(windows) {
+        format!("cannot create interface {iface}: run fastwire from an Administrator prompt")
+    } else if cfg!(target_os = "linux") {
+        format!(
+            "cannot create interface {iface}: permission denied — run as root or grant CAP_NET_ADMIN"
+        )
+    } else {
+        format!("cannot create interface {iface}: permission denied — run as root (sudo)")
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn imp_may_admin_network() -> bool {
     if effective_uid() == 0 {
         return true;
     }
@@ -33,8 +52,43 @@ pub fn has_net_admin() -> bool {
         .is_some_and(|caps| caps & (1 << CAP_NET_ADMIN) != 0)
 }
 
+#[cfg(all(unix, not(target_os = "linux")))]
+fn imp_may_admin_network() -> bool {
+    effective_uid() == 0
+}
+
+#[cfg(windows)]
+fn imp_may_admin_network() -> bool {
+    use windows_sys::Win32::Foundation::{CloseHandle, HANDLE};
+    use windows_sys::Win32::Security::{
+        GetTokenInformation, TOKEN_ELEVATION, TOKEN_QUERY, TokenElevation,
+    };
+    use windows_sys::Win32::System::Threading::{GetCurrentProcess, OpenProcessToken};
+    let mut token: HANDLE = std::ptr::null_mut();
+    // SAFETY: the pseudo-handle of our own process; `token` is a valid out-pointer.
+    if unsafe { OpenProcessToken(GetCurrentProcess(), TOKEN_QUERY, &mut token) } == 0 {
+        return false;
+    }
+    let mut elevation = TOKEN_ELEVATION { TokenIsElevated: 0 };
+    let mut len = 0u32;
+    // SAFETY: `token` is the live token opened above; the buffer is a TOKEN_ELEVATION of the stated size.
+    let ok = unsafe {
+        GetTokenInformation(
+            token,
+            TokenElevation,
+            (&mut elevation as *mut TOKEN_ELEVATION).cast(),
+            size_of::<TOKEN_ELEVATION>() as u32,
+            &mut len,
+        )
+    } != 0;
+    // SAFETY: we opened `token` and close it once.
+    unsafe { CloseHandle(token) };
+    ok && elevation.TokenIsElevated != 0
+}
+
 /// Points stdin, stdout and stderr at /dev/null, so a daemon no longer holds its starter's terminal or
 /// pipe open (a `wg-quick up | cat` must see end-of-file once the daemon is up).
+#[cfg(unix)]
 pub fn detach_stdio() -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     let null = std::fs::OpenOptions::new()

@@ -23,7 +23,7 @@ pub fn listen(port: u16, fwmark: u32) -> io::Result<TcpListener> {
             ))))?;
             s
         }
-        Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
+        Err(e) if crate::udp::no_ipv6(&e) => {
             let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
             s.set_reuse_address(true)?;
             s.bind(&SockAddr::from(SocketAddr::from(([0, 0, 0, 0], port))))?;
@@ -44,7 +44,10 @@ pub fn connect(to: SocketAddr, fwmark: u32) -> io::Result<TcpStream> {
     socket.set_nonblocking(true)?;
     match socket.connect(&SockAddr::from(to)) {
         Ok(()) => {}
+        // In progress: EINPROGRESS on Unix, WSAEWOULDBLOCK (WouldBlock) on Windows.
+        #[cfg(unix)]
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
         Err(e) => return Err(e),
     }
     let stream: TcpStream = socket.into();

@@ -2,12 +2,12 @@
 //! batched receive (recvmmsg + UDP GRO) and segmented send (UDP GSO) through quinn-udp, options through
 //! socket2.
 
+use crate::sockwait::SocketReadiness;
+use crate::wait::WaitHandle;
 use quinn_udp::{Transmit, UdpSockRef, UdpSocketState};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io::{self, IoSliceMut};
-use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
-#[cfg(unix)]
-use std::os::fd::{AsRawFd, RawFd};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
 
 /// The receive queue is where a bulk transfer's standing queue builds when the decrypting worker is the
 /// bottleneck: its size is added latency for every packet behind it. Measured on the netns bench
@@ -22,6 +22,7 @@ pub use quinn_udp::RecvMeta;
 pub struct UdpSocket {
     socket: std::net::UdpSocket,
     state: UdpSocketState,
+    readiness: SocketReadiness,
     dual_stack: bool,
     port: u16,
 }
@@ -31,14 +32,24 @@ pub const MAX_GSO_BYTES: usize = 65_000;
 
 /// Turns an IPv4-mapped IPv6 address (as a dual-stack socket reports IPv4 peers) back into IPv4.
 pub fn canonical(addr: SocketAddr) -> SocketAddr {
-    match addr {
-        SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::from((v4, a.port())),
-            None => addr,
-        },
+    SocketAddr::new(canonical_ip(addr.ip()), addr.port())
+}
+
+/// [`canonical`] for a bare address.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(a) => a.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
     }
 }
+
+/// Most sockets [`UdpSocket::bind_group`] binds to one port: the kernel spreads peers over a group only
+/// on Linux (SO_REUSEPORT); elsewhere one socket serves every worker.
+pub const MAX_GROUP: usize = if cfg!(target_os = "linux") {
+    usize::MAX
+} else {
+    1
+};
 
 impl UdpSocket {
     /// Binds `count` sockets to one port (0 = a random one) with SO_REUSEPORT, so the kernel spreads
@@ -46,13 +57,17 @@ impl UdpSocket {
     /// order). A plain bind probes the port first, so a port held by another program is reported as
     /// in use instead of being silently shared.
     pub fn bind_group(port: u16, fwmark: u32, count: usize) -> io::Result<Vec<UdpSocket>> {
+        let count = count.clamp(1, MAX_GROUP);
+        if count == 1 {
+            return Ok(vec![Self::bind_one(port, fwmark, false)?]);
+        }
         if port != 0 {
             drop(Self::bind_one(port, fwmark, false)?);
         }
         let first = Self::bind_one(port, fwmark, true)?;
         let port = first.port;
         let mut out = vec![first];
-        for _ in 1..count.max(1) {
+        for _ in 1..count {
             out.push(Self::bind_one(port, fwmark, true)?);
         }
         Ok(out)
@@ -70,7 +85,7 @@ impl UdpSocket {
                 s.set_reuse_port(true)?;
             }
             #[cfg(not(unix))]
-            let _ = reuse_port;
+            let _ = (s, reuse_port);
             Ok(())
         };
         let (socket, dual_stack) = match Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))
@@ -84,7 +99,7 @@ impl UdpSocket {
                 ))))?;
                 (s, true)
             }
-            Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
+            Err(e) if no_ipv6(&e) => {
                 let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
                 prepare(&s)?;
                 s.bind(&SockAddr::from(SocketAddr::from(([0, 0, 0, 0], port))))?;
@@ -99,10 +114,13 @@ impl UdpSocket {
         let socket: std::net::UdpSocket = socket.into();
         let state = UdpSocketState::new(UdpSockRef::from(&socket))?;
         allow_fragmentation(&socket, dual_stack);
+        ignore_icmp_resets(&socket)?;
+        let readiness = SocketReadiness::new(&socket)?;
         let port = socket.local_addr()?.port();
         let s = Self {
             socket,
             state,
+            readiness,
             dual_stack,
             port,
         };
@@ -127,14 +145,22 @@ impl UdpSocket {
         Ok(())
     }
 
+    /// Readable when datagrams are waiting.
+    pub fn wait_handle(&self) -> WaitHandle {
+        self.readiness.handle()
+    }
+
     /// Receives one datagram; `WouldBlock` when none is waiting. The source is canonical (IPv4 as IPv4).
     pub fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        self.readiness.before_read();
         let (n, from) = self.socket.recv_from(buf)?;
         Ok((n, canonical(from)))
     }
 
-    pub fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
-        self.socket.send_to(buf, self.native(to))
+    /// Sends one datagram to `to`, from the local address `from` when given (the address the peer
+    /// talks to, so a multi-homed host answers from the address it was asked on).
+    pub fn send_to(&self, buf: &[u8], to: SocketAddr, from: Option<IpAddr>) -> io::Result<()> {
+        self.send_segments(buf, buf.len().max(1), to, from)
     }
 
     /// The address form this socket's family wants (IPv4 peers as v4-mapped on a dual-stack socket).
@@ -154,28 +180,49 @@ impl UdpSocket {
 
     /// Sends `contents` as datagrams of `segment_size` bytes (the last may be shorter) to one destination
     /// with a single system call (UDP GSO). Falls back to one send per datagram if the kernel refuses GSO.
+    ///
+    /// `from` picks the source address; if the system refuses it (the address went away), the datagrams
+    /// leave from whatever address the routing table picks.
     pub fn send_segments(
         &self,
         contents: &[u8],
         segment_size: usize,
         to: SocketAddr,
+        from: Option<IpAddr>,
     ) -> io::Result<()> {
         let destination = self.native(to);
         let segmented = contents.len() > segment_size;
-        let transmit = Transmit {
+        let mut transmit = Transmit {
             destination,
             ecn: None,
             contents,
             segment_size: segmented.then_some(segment_size),
-            src_ip: None,
+            src_ip: from,
         };
+        let sock = || UdpSockRef::from(&self.socket);
+        match self.state.try_send(sock(), &transmit) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(e),
+            Err(_) if transmit.src_ip.is_some() => {
+                transmit.src_ip = None;
+                self.send_fallback(&transmit)
+            }
+            Err(_) if segmented => self.send_fallback(&transmit),
+            other => other,
+        }
+    }
+
+    /// A send the kernel refused as asked: without the source address, then one datagram at a time.
+    fn send_fallback(&self, transmit: &Transmit<'_>) -> io::Result<()> {
         match self
             .state
-            .try_send(UdpSockRef::from(&self.socket), &transmit)
+            .try_send(UdpSockRef::from(&self.socket), transmit)
         {
-            Err(e) if segmented && e.kind() != io::ErrorKind::WouldBlock => {
-                for datagram in contents.chunks(segment_size) {
-                    self.socket.send_to(datagram, destination)?;
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock && transmit.segment_size.is_some() => {
+                for datagram in transmit
+                    .contents
+                    .chunks(transmit.segment_size.unwrap_or(usize::MAX))
+                {
+                    self.socket.send_to(datagram, transmit.destination)?;
                 }
                 Ok(())
             }
@@ -184,17 +231,20 @@ impl UdpSocket {
     }
 
     /// Receives a batch (recvmmsg); with UDP GRO one buffer may hold several datagrams of `meta.stride`
-    /// bytes each. Source addresses are canonical. `WouldBlock` when nothing is waiting.
+    /// bytes each. Source addresses and the local addresses they arrived on (`dst_ip`) are canonical.
+    /// `WouldBlock` when nothing is waiting.
     pub fn recv_batch(
         &self,
         bufs: &mut [IoSliceMut<'_>],
         meta: &mut [RecvMeta],
     ) -> io::Result<usize> {
+        self.readiness.before_read();
         let n = self
             .state
             .recv(UdpSockRef::from(&self.socket), bufs, meta)?;
         for m in &mut meta[..n] {
             m.addr = canonical(m.addr);
+            m.dst_ip = m.dst_ip.map(canonical_ip);
         }
         Ok(n)
     }
@@ -205,11 +255,48 @@ impl UdpSocket {
     }
 }
 
-#[cfg(unix)]
-impl AsRawFd for UdpSocket {
-    fn as_raw_fd(&self) -> RawFd {
-        self.socket.as_raw_fd()
+/// Whether socket creation failed because the host has no IPv6.
+pub(crate) fn no_ipv6(e: &io::Error) -> bool {
+    #[cfg(unix)]
+    return e.raw_os_error() == Some(libc::EAFNOSUPPORT);
+    #[cfg(windows)]
+    return e.raw_os_error() == Some(windows_sys::Win32::Networking::WinSock::WSAEAFNOSUPPORT);
+    #[cfg(not(any(unix, windows)))]
+    return false;
+}
+
+/// Windows reports an ICMP port-unreachable for an earlier send as WSAECONNRESET on the next receive,
+/// which would stop a batch read for nothing; turn that off (SIO_UDP_CONNRESET), as wireguard-go does.
+#[cfg(windows)]
+fn ignore_icmp_resets(socket: &std::net::UdpSocket) -> io::Result<()> {
+    use std::os::windows::io::AsRawSocket;
+    use windows_sys::Win32::Networking::WinSock::{SIO_UDP_CONNRESET, SOCKET, WSAIoctl};
+    let off: u32 = 0;
+    let mut returned: u32 = 0;
+    // SAFETY: the socket is live for the call; the input is a live u32 of the stated size, there is no
+    // output buffer, and the call is synchronous (no overlapped structure).
+    let rc = unsafe {
+        WSAIoctl(
+            socket.as_raw_socket() as SOCKET,
+            SIO_UDP_CONNRESET,
+            (&off as *const u32).cast(),
+            size_of::<u32>() as u32,
+            std::ptr::null_mut(),
+            0,
+            &mut returned,
+            std::ptr::null_mut(),
+            None,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
     }
+    Ok(())
+}
+
+#[cfg(not(windows))]
+fn ignore_icmp_resets(_socket: &std::net::UdpSocket) -> io::Result<()> {
+    Ok(())
 }
 
 /// quinn-udp sets "don't fragment" for QUIC's path-MTU probing; a WireGuard tunnel lets the kernel
@@ -217,6 +304,7 @@ impl AsRawFd for UdpSocket {
 /// working rather than black-holing full-size packets.
 #[cfg(target_os = "linux")]
 fn allow_fragmentation(socket: &std::net::UdpSocket, dual_stack: bool) {
+    use std::os::fd::AsRawFd;
     let set = |level, name, value: libc::c_int| {
         let fd = socket.as_raw_fd();
         // SAFETY: `fd` is a live socket we own; the option value points to a c_int that outlives the call.
@@ -244,5 +332,70 @@ fn allow_fragmentation(socket: &std::net::UdpSocket, dual_stack: bool) {
     }
 }
 
-#[cfg(not(target_os = "linux"))]
+/// macOS and Windows: quinn-udp sets the don't-fragment option (IP_DONTFRAG / IP_DONTFRAGMENT); clear it.
+#[cfg(any(target_os = "macos", windows))]
+fn allow_fragmentation(socket: &std::net::UdpSocket, dual_stack: bool) {
+    #[cfg(target_os = "macos")]
+    let (v4, v6) = (
+        (libc::IPPROTO_IP, libc::IP_DONTFRAG),
+        (libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG),
+    );
+    #[cfg(windows)]
+    let (v4, v6) = {
+        use windows_sys::Win32::Networking::WinSock;
+        (
+            (WinSock::IPPROTO_IP, WinSock::IP_DONTFRAGMENT),
+            (WinSock::IPPROTO_IPV6, WinSock::IPV6_DONTFRAG),
+        )
+    };
+    let sock = socket2::SockRef::from(socket);
+    let off: i32 = 0;
+    let set = |(level, name): (i32, i32)| {
+        // SAFETY: the socket is live for the call; the value is a live i32 of the stated size.
+        unsafe { setsockopt(&sock, level, name, &off) };
+    };
+    set(v4);
+    if dual_stack {
+        set(v6);
+    }
+}
+
+/// One integer socket option, best effort (a failure leaves the system default).
+///
+/// # Safety
+/// `level`/`name` must name an option whose value is an `i32`.
+#[cfg(any(target_os = "macos", windows))]
+unsafe fn setsockopt(sock: &socket2::SockRef<'_>, level: i32, name: i32, value: &i32) {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: the caller guarantees the option takes an i32; `value` outlives the call.
+        unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                level,
+                name,
+                (value as *const i32).cast(),
+                size_of::<i32>() as _,
+            );
+        }
+    }
+    #[cfg(windows)]
+    {
+        use std::os::windows::io::AsRawSocket;
+        use windows_sys::Win32::Networking::WinSock::{SOCKET, setsockopt};
+        // SAFETY: the caller guarantees the option takes an i32; `value` outlives the call.
+        unsafe {
+            setsockopt(
+                sock.as_raw_socket() as SOCKET,
+                level,
+                name,
+                (value as *const i32).cast(),
+                size_of::<i32>() as i32,
+            );
+        }
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
 fn allow_fragmentation(_socket: &std::net::UdpSocket, _dual_stack: bool) {}

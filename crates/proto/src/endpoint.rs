@@ -4,7 +4,7 @@
 //! from UDP to TCP (or back) is answered the way it last spoke.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -18,6 +18,10 @@ pub enum Transport {
 pub struct Endpoint {
     pub transport: Transport,
     pub addr: SocketAddr,
+    /// UDP: our own address the peer's packets arrive on, so answers leave from it (a multi-homed host
+    /// otherwise answers from whatever address its routes pick, and the peer's NAT or firewall drops
+    /// that). `None`: let the routing table pick. Learned from received packets, never configured.
+    pub local: Option<IpAddr>,
 }
 
 /// The URL scheme that selects the TCP transport in configuration (`tcp://host:port`).
@@ -28,6 +32,15 @@ impl Endpoint {
         Self {
             transport: Transport::Udp,
             addr,
+            local: None,
+        }
+    }
+
+    /// A UDP peer at `addr` that talks to our address `local`.
+    pub fn udp_to(addr: SocketAddr, local: Option<IpAddr>) -> Self {
+        Self {
+            local,
+            ..Self::udp(addr)
         }
     }
 
@@ -35,6 +48,7 @@ impl Endpoint {
         Self {
             transport: Transport::Tcp,
             addr,
+            local: None,
         }
     }
 
@@ -49,7 +63,7 @@ impl From<SocketAddr> for Endpoint {
     }
 }
 
-/// `1.2.3.4:51820`, `[::1]:51820` for UDP; `tcp://1.2.3.4:443` for TCP.
+/// `1.2.3.4:51820`, `[::1]:51820` for UDP; `tcp://1.2.3.4:443` for TCP. The local address is not shown.
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.transport {

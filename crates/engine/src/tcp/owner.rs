@@ -46,7 +46,7 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 pub(crate) fn run(
     shared: Arc<Shared>,
     poll: Poll,
-    tun: Arc<TunQueue>,
+    tun: Arc<dyn TunQueue>,
     stats: Arc<WorkerStats>,
     limits: Limits,
 ) {

@@ -1,0 +1,1 @@
+void *malloc(__SIZE_TYPE__); void free(void *); void abort(void);
