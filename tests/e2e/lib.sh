@@ -7,7 +7,7 @@
 # that process's id, so concurrent runs (and other people's tunnels on this machine) never collide. The EXIT
 # trap removes all of it, also after a failure or Ctrl-C.
 #
-# Environment: FASTWIRE (binary, default target/release/fastwire), IMPL_A / IMPL_B (fastwire | fastwire-nooffload | wireguard-go),
+# Environment: FASTWIRE (binary, default target/release/fastwire), IMPL_A / IMPL_B (fastwire | fastwire-nooffload | fastwire-1q | wireguard-go),
 # E2E_LOG_DIR (daemon logs), E2E_RESULT_FILE (where the verdict line goes; run.sh reads it).
 
 set -uo pipefail
@@ -127,7 +127,7 @@ require_basics() {
 	local impl
 	for impl in "$@"; do
 		case $impl in
-		fastwire | fastwire-nooffload)
+		fastwire | fastwire-nooffload | fastwire-1q)
 			[[ -x $FASTWIRE ]] || fail "fastwire binary not found at $FASTWIRE (cargo build --release -p fastwire)" ;;
 		wireguard-go) require wireguard-go ;;
 		*) fail "unknown implementation '$impl' (use fastwire or wireguard-go)" ;;
@@ -226,6 +226,8 @@ start_impl() {
 	fastwire) ip netns exec "$ns" "$FASTWIRE" -f "$iface" >>"$logf" 2>&1 & ;;
 	# The fallback path: plain TUN packets, no TSO/GRO (what a kernel without offloads gets).
 	fastwire-nooffload) ip netns exec "$ns" "$FASTWIRE" --no-offload -f "$iface" >>"$logf" 2>&1 & ;;
+	# The single-queue data path (what Windows and macOS run): one TUN queue, the crypto on every worker.
+	fastwire-1q) ip netns exec "$ns" "$FASTWIRE" --tun-queues 1 --workers 2 -f "$iface" >>"$logf" 2>&1 & ;;
 	wireguard-go)
 		ip netns exec "$ns" env WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 LOG_LEVEL=verbose wireguard-go -f "$iface" >>"$logf" 2>&1 &
 		;;

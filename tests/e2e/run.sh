@@ -45,6 +45,17 @@ CASES=(
 	"12-tcp-hostile $F $F"
 	"13-handshake-flood $F $F"
 	"13-handshake-flood $F wireguard-go"
+	"14-multihomed $F $F"
+	"14-multihomed wireguard-go $F"
+	"14-multihomed $F ${F/fastwire/fastwire-1q}"
+	# The single-queue pipeline (Windows' and macOS' data path), on Linux: against wireguard-go both ways,
+	# roaming, a hub, the TCP transport, a handshake flood.
+	"01-interop ${F/fastwire/fastwire-1q} wireguard-go"
+	"01-interop ${F/fastwire/fastwire-1q} $F"
+	"03-roaming ${F/fastwire/fastwire-1q} ${F/fastwire/fastwire-1q}"
+	"05-hub ${F/fastwire/fastwire-1q} wireguard-go"
+	"09-tcp ${F/fastwire/fastwire-1q} ${F/fastwire/fastwire-1q}"
+	"13-handshake-flood ${F/fastwire/fastwire-1q} ${F/fastwire/fastwire-1q}"
 )
 
 selected() {

@@ -152,22 +152,37 @@ impl Daemon {
                 });
             }
         }
-        let uapi = match uapi::serve(&opts.iface, Arc::new(Handler(engine.clone()))) {
+        // The system may have named the device (macOS: `utun` becomes `utunN`): the UAPI socket is
+        // named after the device, and WG_TUN_NAME_FILE says which one it is, as wireguard-go does.
+        let device = engine.iface().to_string();
+        if device != opts.iface
+            && let Some(file) = std::env::var_os("WG_TUN_NAME_FILE").filter(|f| !f.is_empty())
+            && let Err(e) = std::fs::write(&file, format!("{device}\n"))
+        {
+            engine.stop();
+            return Err(format!(
+                "cannot write WG_TUN_NAME_FILE {}: {e}",
+                file.to_string_lossy()
+            ));
+        }
+        let uapi = match uapi::serve(&device, Arc::new(Handler(engine.clone()))) {
             Ok(s) => s,
             Err(e) => {
                 engine.stop();
-                return Err(format!(
-                    "cannot serve the UAPI socket for {}: {e}",
-                    opts.iface
-                ));
+                return Err(format!("cannot serve the UAPI socket for {device}: {e}"));
             }
         };
         install_signal_handler(&engine)?;
-        tracing::info!(iface = %opts.iface, socket = %uapi.path().display(), "interface up");
+        tracing::info!(iface = %device, socket = %uapi.path().display(), "interface up");
         Ok(Daemon {
             engine,
             uapi: Some(uapi),
         })
+    }
+
+    /// The interface as the system named it (macOS: `utunN` for `utun`).
+    pub fn iface(&self) -> &str {
+        self.engine.iface()
     }
 
     /// How the data plane was laid out.
@@ -198,21 +213,25 @@ impl Daemon {
     }
 }
 
-/// SIGINT/SIGTERM/SIGHUP request a clean shutdown instead of killing the process mid-cleanup.
+/// SIGINT/SIGTERM/SIGHUP (Windows: Ctrl-C, Ctrl-Break, closing the console) request a clean shutdown
+/// instead of killing the process mid-cleanup. The process has one handler; every engine started in
+/// it is told.
 fn install_signal_handler(engine: &Arc<Engine>) -> Result<(), String> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
-        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    let handle = engine.shutdown_handle();
-    std::thread::Builder::new()
-        .name("fw-signals".into())
-        .spawn(move || {
-            if signals.forever().next().is_some() {
-                handle.request(fastwire_engine::ShutdownReason::Requested);
-            }
+    static ENGINES: std::sync::Mutex<Vec<fastwire_engine::ShutdownHandle>> =
+        std::sync::Mutex::new(Vec::new());
+    static INSTALLED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let engines = || ENGINES.lock().unwrap_or_else(|p| p.into_inner());
+    engines().push(engine.shutdown_handle());
+    INSTALLED
+        .get_or_init(|| {
+            ctrlc::set_handler(move || {
+                for handle in engines().iter() {
+                    handle.request(fastwire_engine::ShutdownReason::Requested);
+                }
+            })
+            .map_err(|e| format!("cannot install signal handlers: {e}"))
         })
-        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
-    Ok(())
+        .clone()
 }
 
 /// `fastwire [-f] IFACE`: like wireguard-go, create the interface and serve its UAPI socket; without
@@ -230,6 +249,7 @@ pub fn run_wireguard_go_style(iface: &str, opts: &GoStyleOptions) -> Result<(), 
     })?;
     if opts.detach_after_start {
         // Start-up errors went to our starter's stderr; from here on nothing should hold it open.
+        #[cfg(unix)]
         let _ = fastwire_io::sys::detach_stdio();
     }
     let reason = daemon.wait_for_shutdown();
@@ -241,7 +261,6 @@ pub fn run_wireguard_go_style(iface: &str, opts: &GoStyleOptions) -> Result<(), 
 /// Re-runs this binary with `-f` in its own process group (so the terminal's Ctrl-C does not reach it)
 /// and waits until its UAPI socket answers, or it exits with its own error on stderr.
 fn spawn_background(iface: &str, opts: &GoStyleOptions) -> Result<(), String> {
-    use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
     let exe = std::env::current_exe().map_err(|e| format!("cannot find my own executable: {e}"))?;
     let mut cmd = Command::new(exe);
@@ -257,10 +276,15 @@ fn spawn_background(iface: &str, opts: &GoStyleOptions) -> Result<(), String> {
         cmd.arg("--tcp-max-unauthenticated")
             .arg(opts.tcp_max_unauthenticated.to_string());
     }
-    cmd.arg(iface)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .process_group(0);
+    cmd.arg(iface).stdin(Stdio::null()).stdout(Stdio::null());
+    fastwire_io::sys::detach_child(&mut cmd);
+    // Where the child says which device it got, when the system names it (macOS `utun`).
+    let name_file = std::env::var_os("WG_TUN_NAME_FILE")
+        .filter(|f| !f.is_empty())
+        .map(std::path::PathBuf::from);
+    if let Some(file) = &name_file {
+        let _ = std::fs::remove_file(file);
+    }
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot start the daemon: {e}"))?;
@@ -270,7 +294,13 @@ fn spawn_background(iface: &str, opts: &GoStyleOptions) -> Result<(), String> {
             // The daemon shares our stderr and has already said why in one line; do not add another.
             return Err(String::new());
         }
-        if uapi::client::request(iface, "get=1\n\n").is_ok() {
+        let device = name_file
+            .as_ref()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| iface.to_string());
+        if uapi::client::request(&device, "get=1\n\n").is_ok() {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(20));

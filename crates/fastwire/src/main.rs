@@ -2,6 +2,7 @@
 
 mod config;
 mod daemon;
+#[cfg(target_os = "linux")]
 mod demo;
 mod keys;
 mod show;
@@ -205,8 +206,15 @@ fn run_command(command: Command) -> Result<(), String> {
         Command::Pubkey => keys::pubkey(),
         Command::Genpsk => keys::genpsk(),
         Command::Show { iface } => show::show(iface.as_deref()),
+        #[cfg(target_os = "linux")]
         Command::Demo { seconds } => demo::run(seconds),
+        #[cfg(target_os = "linux")]
         Command::DemoHelper { args } => demo::helper(&args),
+        #[cfg(not(target_os = "linux"))]
+        Command::Demo { .. } | Command::DemoHelper { .. } => Err(
+            "fastwire demo needs Linux network namespaces; on this system, try `fastwire up FILE` with a peer"
+                .into(),
+        ),
     }
 }
 

@@ -104,3 +104,77 @@ pub fn detach_stdio() -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// Starts `cmd` detached from our terminal's interrupts: in its own process group on Unix (the
+/// terminal's Ctrl-C reaches the group in front only), in a new process group without a console on
+/// Windows.
+pub fn detach_child(cmd: &mut std::process::Command) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
+    }
+    #[cfg(windows)]
+    {
+        use std::os::windows::process::CommandExt;
+        use windows_sys::Win32::System::Threading::{CREATE_NEW_PROCESS_GROUP, DETACHED_PROCESS};
+        cmd.creation_flags(CREATE_NEW_PROCESS_GROUP | DETACHED_PROCESS);
+    }
+}
+
+/// The route the system would use to reach `to` right now: the interface index and the next hop (`None`
+/// when `to` is on-link). Windows only; `fastwire up` pins each endpoint to it before a default route
+/// through the tunnel would capture the tunnel's own packets.
+#[cfg(windows)]
+pub fn route_to(to: std::net::IpAddr) -> Option<(u32, Option<std::net::IpAddr>)> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    use windows_sys::Win32::Foundation::NO_ERROR;
+    use windows_sys::Win32::NetworkManagement::IpHelper::{GetBestRoute2, MIB_IPFORWARD_ROW2};
+    use windows_sys::Win32::Networking::WinSock::{AF_INET, AF_INET6, SOCKADDR_INET};
+    let mut dest = SOCKADDR_INET::default();
+    match to {
+        IpAddr::V4(v4) => {
+            dest.Ipv4.sin_family = AF_INET;
+            dest.Ipv4.sin_addr.S_un.S_addr = u32::from_ne_bytes(v4.octets());
+        }
+        IpAddr::V6(v6) => {
+            dest.Ipv6.sin6_family = AF_INET6;
+            dest.Ipv6.sin6_addr.u.Byte = v6.octets();
+        }
+    }
+    let mut row = MIB_IPFORWARD_ROW2::default();
+    let mut source = SOCKADDR_INET::default();
+    // SAFETY: every pointer is to a live local of the declared type; null LUID and source ask the
+    // system to choose.
+    let rc = unsafe {
+        GetBestRoute2(
+            std::ptr::null(),
+            0,
+            std::ptr::null(),
+            &dest,
+            0,
+            &mut row,
+            &mut source,
+        )
+    };
+    if rc != NO_ERROR {
+        return None;
+    }
+    // SAFETY: `si_family` is the common first field of every variant, and the variant read is the one
+    // it names.
+    let next_hop = unsafe {
+        match row.NextHop.si_family {
+            AF_INET => Some(IpAddr::V4(Ipv4Addr::from(
+                row.NextHop.Ipv4.sin_addr.S_un.S_addr.to_ne_bytes(),
+            ))),
+            AF_INET6 => Some(IpAddr::V6(Ipv6Addr::from(
+                row.NextHop.Ipv6.sin6_addr.u.Byte,
+            ))),
+            _ => None,
+        }
+    };
+    Some((
+        row.InterfaceIndex,
+        next_hop.filter(|ip| !ip.is_unspecified()),
+    ))
+}

@@ -1,0 +1,398 @@
+//! `fastwire up` on Linux: wg-quick's linux.bash — `ip` for addresses, MTU and routes, a default route
+//! the wg-quick way (fwmark + its own table + policy rules, so the tunnel's own packets do not loop),
+//! DNS through resolvconf.
+
+use super::{RouteContext, Undo, query, run, run_with_input, tunnel_mtu, word_after};
+use crate::config::{InterfaceAddress, InterfaceSection, Table};
+use fastwire_engine::config::{AllowedIp, DeviceUpdate};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// wg-quick's first choice of table and fwmark for default routes.
+const FIRST_DEFAULT_ROUTE_TABLE: u32 = 51820;
+/// How many tables to probe for a free one before giving up.
+const TABLE_PROBE_LIMIT: u32 = 1000;
+/// Where a daemon started as `fastwire IFACE` serves its UAPI socket.
+const UAPI_DIR: &str = "/var/run/wireguard";
+
+pub(super) const HOOK_SHELL: (&str, &str) = ("bash", "-c");
+
+pub(super) fn pid_dir() -> PathBuf {
+    PathBuf::from("/run/fastwire")
+}
+
+/// The device is named as the file.
+pub(super) fn device_name(iface: &str) -> String {
+    iface.to_string()
+}
+
+pub(super) fn after_create(
+    _iface: &str,
+    _device: &str,
+    _undo: &mut Vec<Undo>,
+) -> Result<(), String> {
+    Ok(())
+}
+
+pub(super) fn interface_exists(iface: &str) -> bool {
+    Command::new("ip")
+        .args(["link", "show", "dev", iface])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+pub(super) fn add_address(device: &str, address: &InterfaceAddress) -> Result<(), String> {
+    let address = address.to_string();
+    run(&[
+        "ip",
+        family_flag(&address),
+        "address",
+        "add",
+        &address,
+        "dev",
+        device,
+    ])
+}
+
+pub(super) fn set_mtu_up(device: &str, mtu: u16) -> Result<(), String> {
+    run(&[
+        "ip",
+        "link",
+        "set",
+        "mtu",
+        &mtu.to_string(),
+        "up",
+        "dev",
+        device,
+    ])
+}
+
+/// wg-quick's `set_dns`: nameservers (and search domains) through resolvconf, if there are
+/// nameservers at all.
+pub(super) fn set_dns(
+    device: &str,
+    interface: &InterfaceSection,
+    undo: &mut Vec<Undo>,
+) -> Result<(), String> {
+    if interface.dns_servers.is_empty() {
+        return Ok(());
+    }
+    let Some(resolvconf) = find_in_path("resolvconf") else {
+        eprintln!(
+            "[!] Warning: DNS was not applied: resolvconf is not installed (set DNS in PostUp/PostDown instead)"
+        );
+        return Ok(());
+    };
+    let mut input = String::new();
+    for server in &interface.dns_servers {
+        input.push_str(&format!("nameserver {server}\n"));
+    }
+    if !interface.dns_search.is_empty() {
+        input.push_str(&format!("search {}\n", interface.dns_search.join(" ")));
+    }
+    let name = format!("{}{device}", resolvconf_interface_prefix(&resolvconf));
+    run_with_input(&["resolvconf", "-a", &name, "-m", "0", "-x"], &input)?;
+    undo.push(Undo::new(&["resolvconf", "-d", &name, "-f"], false));
+    Ok(())
+}
+
+/// wg-quick's `add_route` for each allowed IP.
+pub(super) fn add_routes(mut ctx: RouteContext<'_>, routes: &[AllowedIp]) -> Result<(), String> {
+    let mut fwmark = ctx.config.interface.fwmark.filter(|&mark| mark != 0);
+    for &allowed in routes {
+        add_route(&mut ctx, &mut fwmark, allowed)?;
+    }
+    Ok(())
+}
+
+fn add_route(
+    ctx: &mut RouteContext<'_>,
+    fwmark: &mut Option<u32>,
+    allowed: AllowedIp,
+) -> Result<(), String> {
+    let prefix = format!("{}/{}", allowed.addr, allowed.cidr);
+    let family = family_flag(&prefix);
+    let device = ctx.device;
+    match &ctx.config.interface.table {
+        Table::Off => Ok(()),
+        Table::Named(table) => {
+            run(&[
+                "ip", family, "route", "add", &prefix, "dev", device, "table", table,
+            ])?;
+            ctx.undo.push(Undo::new(
+                &[
+                    "ip", family, "route", "delete", &prefix, "dev", device, "table", table,
+                ],
+                true,
+            ));
+            Ok(())
+        }
+        Table::Auto if allowed.cidr == 0 => add_default_route(ctx, fwmark, family, &prefix),
+        Table::Auto => {
+            // Already covered by a route through us (the subnet of an Address, a wider prefix).
+            let covered = query(&[
+                "ip", family, "route", "show", "dev", device, "match", &prefix,
+            ])
+            .is_some_and(|out| !out.trim().is_empty());
+            if covered {
+                return Ok(());
+            }
+            run(&["ip", family, "route", "add", &prefix, "dev", device])?;
+            ctx.undo.push(Undo::new(
+                &["ip", family, "route", "delete", &prefix, "dev", device],
+                true,
+            ));
+            Ok(())
+        }
+    }
+}
+
+/// wg-quick's `add_default`: the default route goes into its own table, used by every packet that
+/// does not carry the tunnel's fwmark (so the tunnel's own UDP still leaves by the main table), and
+/// the main table is consulted first for everything but its default route.
+///
+/// wg-quick also installs nftables/iptables rules here (drop spoofed packets to the tunnel
+/// address, save/restore the fwmark through conntrack for reverse-path filtering). fastwire does
+/// not: it would need a firewall dependency and wg-quick's exact rule sets, and the routing works
+/// without them.
+fn add_default_route(
+    ctx: &mut RouteContext<'_>,
+    fwmark: &mut Option<u32>,
+    family: &'static str,
+    prefix: &str,
+) -> Result<(), String> {
+    let table = match *fwmark {
+        Some(mark) => mark,
+        None => {
+            let table = free_table()?;
+            eprintln!("[#] fastwire: set {} fwmark {table}", ctx.device);
+            ctx.apply(&DeviceUpdate {
+                fwmark: Some(table),
+                ..DeviceUpdate::default()
+            })?;
+            *fwmark = Some(table);
+            table
+        }
+    };
+    let table_text = table.to_string();
+    let not_marked = ["not", "fwmark", &table_text, "table", &table_text];
+    run(&[&["ip", family, "rule", "add"][..], &not_marked[..]].concat())?;
+    ctx.undo.push(Undo::new(
+        &[&["ip", family, "rule", "delete"][..], &not_marked[..]].concat(),
+        false,
+    ));
+    let suppress = ["table", "main", "suppress_prefixlength", "0"];
+    run(&[&["ip", family, "rule", "add"][..], &suppress[..]].concat())?;
+    ctx.undo.push(Undo::new(
+        &[&["ip", family, "rule", "delete"][..], &suppress[..]].concat(),
+        false,
+    ));
+    let device = ctx.device;
+    run(&[
+        "ip",
+        family,
+        "route",
+        "add",
+        prefix,
+        "dev",
+        device,
+        "table",
+        &table_text,
+    ])?;
+    ctx.undo.push(Undo::new(
+        &[
+            "ip",
+            family,
+            "route",
+            "delete",
+            prefix,
+            "dev",
+            device,
+            "table",
+            &table_text,
+        ],
+        true,
+    ));
+    if family == "-4" && !src_valid_mark_enabled() {
+        run(&["sysctl", "-q", "net.ipv4.conf.all.src_valid_mark=1"])?;
+    }
+    Ok(())
+}
+
+/// The first table from 51820 up that has no IPv4 or IPv6 routes, as wg-quick picks it.
+fn free_table() -> Result<u32, String> {
+    let in_use = |family: &str, table: &str| {
+        query(&["ip", family, "route", "show", "table", table])
+            .is_some_and(|out| !out.trim().is_empty())
+    };
+    (FIRST_DEFAULT_ROUTE_TABLE..FIRST_DEFAULT_ROUTE_TABLE + TABLE_PROBE_LIMIT)
+        .find(|table| {
+            let table = table.to_string();
+            !in_use("-4", &table) && !in_use("-6", &table)
+        })
+        .ok_or_else(|| {
+            format!(
+                "no free routing table for the default route in {FIRST_DEFAULT_ROUTE_TABLE}..{}",
+                FIRST_DEFAULT_ROUTE_TABLE + TABLE_PROBE_LIMIT
+            )
+        })
+}
+
+fn src_valid_mark_enabled() -> bool {
+    std::fs::read_to_string("/proc/sys/net/ipv4/conf/all/src_valid_mark")
+        .is_ok_and(|value| value.trim() == "1")
+}
+
+fn family_flag(address: &str) -> &'static str {
+    if address.contains(':') { "-6" } else { "-4" }
+}
+
+/// wg-quick's `set_mtu_up` when no MTU is given: the smallest MTU on the way to any endpoint (else of
+/// the default route's device, else 1500), less 80 bytes of tunnel overhead.
+pub(super) fn automatic_mtu(update: &DeviceUpdate) -> u16 {
+    let mut smallest: Option<u64> = None;
+    for endpoint in super::udp_endpoint_addresses(update) {
+        let route = query(&["ip", "route", "get", &endpoint.to_string()]).unwrap_or_default();
+        if let Some(mtu) = route_mtu(&route) {
+            smallest = Some(smallest.map_or(mtu, |s| s.min(mtu)));
+        }
+    }
+    if smallest.is_none() {
+        let default_route = query(&["ip", "route", "show", "default"]).unwrap_or_default();
+        smallest = default_route.lines().next().and_then(route_mtu);
+    }
+    tunnel_mtu(smallest)
+}
+
+/// The `mtu N` of a route, else the MTU of its `dev`.
+fn route_mtu(route: &str) -> Option<u64> {
+    if let Some(mtu) = word_after(route, "mtu").and_then(|n| n.parse().ok()) {
+        return Some(mtu);
+    }
+    let device = word_after(route, "dev")?;
+    let link = query(&["ip", "link", "show", "dev", device])?;
+    word_after(&link, "mtu").and_then(|n| n.parse().ok())
+}
+
+/// wg-quick's `resolvconf_iface_prefix`: Debian's resolvconf orders interfaces by a name prefix
+/// (`tun.` for tunnels) taken from its interface-order file.
+fn resolvconf_interface_prefix(resolvconf: &Path) -> String {
+    const ORDER_FILE: &str = "/etc/resolvconf/interface-order";
+    let is_symlink = std::fs::symlink_metadata(resolvconf).is_ok_and(|m| m.is_symlink());
+    if is_symlink || !Path::new(ORDER_FILE).is_file() {
+        return String::new();
+    }
+    let order = std::fs::read_to_string(ORDER_FILE).unwrap_or_default();
+    order
+        .lines()
+        .map(str::trim)
+        .filter_map(|line| line.strip_suffix('*'))
+        .find(|name| {
+            !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+        .map(|name| format!("{name}."))
+        .unwrap_or_default()
+}
+
+fn find_in_path(program: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// Whether `pid` is alive and is this program running `up` (guards against a recycled pid).
+pub(super) fn is_fastwire_up(pid: u32) -> bool {
+    if !process_alive(pid) {
+        return false;
+    }
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    let same_program = match (
+        std::fs::read_link(proc_dir.join("exe")),
+        std::env::current_exe(),
+    ) {
+        (Ok(theirs), Ok(ours)) => theirs.file_name() == ours.file_name(),
+        _ => false,
+    };
+    let mut cmdline = Vec::new();
+    let read = std::fs::File::open(proc_dir.join("cmdline"))
+        .and_then(|file| file.take(64 * 1024).read_to_end(&mut cmdline));
+    same_program && read.is_ok() && cmdline.split(|&b| b == 0).any(|arg| arg == b"up")
+}
+
+/// Alive and not a zombie.
+pub(super) fn process_alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the parenthesised command name, which may itself contain ") ".
+    let state = stat
+        .rfind(')')
+        .and_then(|end| stat.get(end + 1..))
+        .and_then(|rest| rest.split_whitespace().next());
+    !matches!(state, None | Some("Z") | Some("X"))
+}
+
+pub(super) fn ask_to_stop(pid: u32, _iface: &str) -> Result<(), String> {
+    run(&["kill", "-TERM", &pid.to_string()])
+}
+
+/// `down` of a daemon started as `fastwire IFACE`: deleting its interface stops it. `None` when there is
+/// no such daemon.
+pub(super) fn stop_daemon(iface: &str) -> Option<Result<(), String>> {
+    let socket = Path::new(UAPI_DIR).join(format!("{iface}.sock"));
+    if !socket.exists() {
+        return None;
+    }
+    if !interface_exists(iface) {
+        return Some(Err(format!(
+            "`{iface}' does not exist here, yet {} does: a stale socket, or a daemon in another network namespace",
+            socket.display()
+        )));
+    }
+    if let Err(e) = run(&["ip", "link", "delete", "dev", iface]) {
+        return Some(Err(e));
+    }
+    if !super::wait_until(super::DOWN_TIMEOUT, || !socket.exists()) {
+        eprintln!(
+            "[!] `{iface}' is deleted, but {} is still there after {} s",
+            socket.display(),
+            super::DOWN_TIMEOUT.as_secs()
+        );
+    }
+    Some(Ok(()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_mtu_reads_an_explicit_mtu() {
+        assert_eq!(
+            route_mtu("10.77.0.2 dev veth0 src 10.77.0.1 uid 0 \n    cache mtu 1400"),
+            Some(1400)
+        );
+    }
+
+    #[test]
+    fn process_liveness_uses_proc() {
+        assert!(process_alive(std::process::id()));
+        assert!(!is_fastwire_up(std::process::id()));
+        assert!(!process_alive(u32::MAX));
+    }
+
+    #[test]
+    fn family_follows_the_address() {
+        assert_eq!(family_flag("10.0.0.1/24"), "-4");
+        assert_eq!(family_flag("fd78::1/64"), "-6");
+    }
+}
