@@ -231,7 +231,7 @@ pub fn interface_name(path: &Path) -> Result<String, String> {
 pub fn load(path: &Path) -> Result<QuickConfig, String> {
     let shown = path.display();
     let file = std::fs::File::open(path).map_err(|e| format!("cannot open `{shown}': {e}"))?;
-    let mode = file.metadata().map(|m| permission_bits(&m)).ok();
+    let mode = file.metadata().ok().and_then(|m| permission_bits(&m));
     let mut bytes = Vec::new();
     file.take(MAX_CONFIG_BYTES + 1)
         .read_to_end(&mut bytes)
@@ -255,9 +255,18 @@ pub fn load(path: &Path) -> Result<QuickConfig, String> {
     Ok(config)
 }
 
-fn permission_bits(metadata: &std::fs::Metadata) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    metadata.permissions().mode() & 0o777
+/// The file's mode bits; `None` where access is an ACL (Windows), which `wg` does not check either.
+fn permission_bits(metadata: &std::fs::Metadata) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        Some(metadata.permissions().mode() & 0o777)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = metadata;
+        None
+    }
 }
 
 /// The file holds a private key: say so when others can read or change it, in wg's words.

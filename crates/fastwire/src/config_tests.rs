@@ -831,6 +831,7 @@ fn permission_warnings() {
 }
 
 #[test]
+#[cfg(unix)]
 fn load_reads_checks_and_warns() {
     use std::os::unix::fs::PermissionsExt;
     let dir = std::env::temp_dir().join(format!("fastwire-config-test-{}", std::process::id()));

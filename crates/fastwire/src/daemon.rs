@@ -109,6 +109,10 @@ impl UapiHandler for Handler {
         self.0
             .request_shutdown(fastwire_engine::ShutdownReason::Requested);
     }
+    fn shutdown_requested(&self) {
+        self.0
+            .request_shutdown(fastwire_engine::ShutdownReason::Requested);
+    }
 }
 
 /// A running device: its TUN interface exists and its UAPI socket is served.

@@ -24,7 +24,7 @@ pub fn show(iface: Option<&str>) -> Result<(), String> {
 }
 
 fn show_all(hide_keys: bool) -> Result<(), String> {
-    let ifaces = client::list_interfaces();
+    let ifaces = client::list_interfaces().map_err(|e| format!("cannot list interfaces: {e}"))?;
     if ifaces.is_empty() {
         eprintln!(
             "no interfaces: nothing serves a UAPI socket in {}",
@@ -356,9 +356,13 @@ peer: {}
     #[test]
     fn show_missing_interface_is_one_clear_line() {
         let err = show(Some("fwnone0")).unwrap_err();
+        // /var/run/wireguard/fwnone0.sock (Windows: the pipe).
+        let path =
+            crate::uapi::socket_path(std::path::Path::new(crate::uapi::SOCKET_DIR), "fwnone0")
+                .unwrap();
         assert!(
             err.contains("no fastwire interface fwnone0")
-                && err.contains("/var/run/wireguard/fwnone0.sock not found"),
+                && err.contains(&format!("{} not found", path.display())),
             "{err}"
         );
         assert!(!err.contains('\n'));

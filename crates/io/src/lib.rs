@@ -3,6 +3,7 @@
 //!
 //! Every `unsafe` block and every `cfg(target_os)` of the project lives in this crate.
 
+pub mod ipc;
 mod sockwait;
 pub mod sys;
 pub mod tcp;

@@ -1,12 +1,11 @@
-//! Talking to a running daemon (fastwire or wireguard-go) over its UAPI socket.
+//! Talking to a running daemon (fastwire or wireguard-go) over its UAPI socket (named pipe on Windows).
 
 use std::io::{self, Read, Write};
-use std::os::unix::fs::FileTypeExt;
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
 use fastwire_engine::config::{DeviceSnapshot, DeviceUpdate};
+use fastwire_io::ipc::{self, IpcStream};
 
 use super::protocol::{self, errno_message};
 use super::{SOCKET_DIR, socket_path};
@@ -23,6 +22,8 @@ pub fn request(iface: &str, request: &str) -> io::Result<String> {
 }
 
 /// Applies `update` as one `set=1` transaction; a nonzero errno becomes `Err`.
+// Its only caller today is the demo, which is Linux-only.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub fn set(iface: &str, update: &DeviceUpdate) -> Result<(), String> {
     set_in(Path::new(SOCKET_DIR), iface, update)
 }
@@ -37,21 +38,38 @@ pub fn stats(iface: &str) -> Result<Vec<(String, u64)>, String> {
     stats_in(Path::new(SOCKET_DIR), iface)
 }
 
-/// The interfaces that have a live UAPI socket in /var/run/wireguard, sorted by name.
-pub fn list_interfaces() -> Vec<String> {
+/// Asks a fastwire daemon to stop (the private verb `fastwire-shutdown=1`); wireguard-go does not
+/// know it and closes the connection, which is an error here.
+#[cfg_attr(not(windows), allow(dead_code))]
+pub fn shutdown(iface: &str) -> Result<(), String> {
+    shutdown_in(Path::new(SOCKET_DIR), iface)
+}
+
+pub(crate) fn shutdown_in(dir: &Path, iface: &str) -> Result<(), String> {
+    let answer = request_in(dir, iface, "fastwire-shutdown=1\n\n")
+        .map_err(|e| format!("cannot ask {iface} to stop: {e}"))?;
+    match answer.trim_end() {
+        "errno=0" => Ok(()),
+        other => Err(format!("{iface} refused to stop: {other}")),
+    }
+}
+
+/// The interfaces that have a live UAPI socket in /var/run/wireguard (Windows: a WireGuard pipe),
+/// sorted by name.
+pub fn list_interfaces() -> io::Result<Vec<String>> {
     list_interfaces_in(Path::new(SOCKET_DIR))
 }
 
 pub(crate) fn request_in(dir: &Path, iface: &str, request: &str) -> io::Result<String> {
     let path = socket_path(dir, iface)?;
-    let mut stream = UnixStream::connect(&path).map_err(|e| connect_error(iface, &path, e))?;
+    let mut stream = ipc::connect(dir, iface).map_err(|e| connect_error(iface, &path, e))?;
     stream.set_read_timeout(Some(TIMEOUT))?;
     stream.set_write_timeout(Some(TIMEOUT))?;
     stream.write_all(request.as_bytes())?;
     read_answer(&mut stream)
 }
 
-fn read_answer(stream: &mut UnixStream) -> io::Result<String> {
+fn read_answer(stream: &mut IpcStream) -> io::Result<String> {
     let mut answer = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
     loop {
@@ -110,8 +128,9 @@ fn connect_error(iface: &str, path: &Path, e: io::Error) -> io::Error {
             path.display()
         ),
         io::ErrorKind::PermissionDenied => format!(
-            "interface {iface}: permission denied on {} — run as root",
-            path.display()
+            "interface {iface}: permission denied on {} — {}",
+            path.display(),
+            ipc::ADMIN_HINT
         ),
         _ => format!(
             "interface {iface}: cannot connect to {}: {e}",
@@ -144,21 +163,10 @@ pub(crate) fn stats_in(dir: &Path, iface: &str) -> Result<Vec<(String, u64)>, St
     protocol::parse_stats(&answer).map_err(|e| format!("interface {iface}: {e}"))
 }
 
-/// Like `wg show interfaces`: `*.sock` sockets with a short enough name that something answers on.
-pub(crate) fn list_interfaces_in(dir: &Path) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut names: Vec<String> = entries
-        .filter_map(Result::ok)
-        .filter(|entry| entry.file_type().is_ok_and(|t| t.is_socket()))
-        .filter_map(|entry| {
-            let name = entry.file_name().into_string().ok()?;
-            let iface = name.strip_suffix(".sock")?;
-            super::valid_iface(iface).then(|| iface.to_string())
-        })
-        .filter(|iface| UnixStream::connect(dir.join(format!("{iface}.sock"))).is_ok())
-        .collect();
-    names.sort();
-    names
+/// Like `wg show interfaces`: the endpoints something serves whose name is a valid interface name.
+pub(crate) fn list_interfaces_in(dir: &Path) -> io::Result<Vec<String>> {
+    Ok(ipc::list(dir)?
+        .into_iter()
+        .filter(|iface| super::valid_iface(iface))
+        .collect())
 }

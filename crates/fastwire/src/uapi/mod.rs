@@ -1,8 +1,11 @@
 //! The WireGuard cross-platform UAPI (<https://www.wireguard.com/xplatform/>): the `set=1` / `get=1`
-//! protocol on `/var/run/wireguard/IFACE.sock`, served for `wg`/`wg-quick` and spoken by our own CLI.
+//! protocol on `/var/run/wireguard/IFACE.sock` (Windows: the named pipe
+//! `\\.\pipe\ProtectedPrefix\Administrators\WireGuard\IFACE`), served for `wg`/`wg-quick` and spoken by
+//! our own CLI. The transport itself (permissions, stale sockets, removal watch, pipes) is
+//! [`fastwire_io::ipc`].
 //!
 //! - [`protocol`]: text <-> [`DeviceUpdate`] / [`DeviceSnapshot`], byte-compatible with wireguard-go.
-//! - [`server`]: the socket, its permissions and lifetime, and bounded per-connection handling.
+//! - [`server`]: the endpoint's lifetime and bounded per-connection handling.
 //! - [`client`]: requests to a running daemon (ours or wireguard-go).
 
 pub mod client;
@@ -10,7 +13,8 @@ mod protocol;
 mod server;
 #[cfg(test)]
 mod test_support;
-#[cfg(test)]
+// Drives the real `wg` tool over /var/run/wireguard.
+#[cfg(all(test, unix))]
 mod wg_compat_tests;
 
 use std::io;
@@ -24,8 +28,9 @@ pub use protocol::{UapiError, format_get, format_set, parse_set};
 #[allow(unused_imports)]
 pub use server::{UapiServer, serve};
 
-/// Where every userspace WireGuard implementation puts its sockets on Linux.
-pub const SOCKET_DIR: &str = "/var/run/wireguard";
+/// Where every userspace WireGuard implementation puts its endpoints: `/var/run/wireguard` on Unix,
+/// the pipe-name prefix `\\.\pipe\ProtectedPrefix\Administrators\WireGuard` on Windows.
+pub const SOCKET_DIR: &str = fastwire_io::ipc::DEFAULT_DIR;
 
 /// What the UAPI server asks of a running device.
 pub trait UapiHandler: Send + Sync {
@@ -39,6 +44,11 @@ pub trait UapiHandler: Send + Sync {
     /// wireguard-go then exits, so a daemon should shut down. Called once, on the UAPI thread: signal
     /// the shutdown, do not block.
     fn socket_removed(&self) {}
+    /// fastwire's private verb `fastwire-shutdown=1`: stop the daemon, as SIGTERM does. It is how
+    /// `fastwire down` stops a tunnel on Windows, where a named pipe cannot be deleted and a console
+    /// program in another console gets no signal; only Administrators and SYSTEM may open the endpoint.
+    /// Signal the shutdown, do not block.
+    fn shutdown_requested(&self) {}
 }
 
 /// An interface name that is safe to put in a socket path: 1 to 15 bytes (IFNAMSIZ - 1), no `/`.
@@ -56,5 +66,6 @@ pub(crate) fn socket_path(dir: &Path, iface: &str) -> io::Result<PathBuf> {
             format!("invalid interface name {iface:?}: use 1 to 15 characters without '/'"),
         ));
     }
-    Ok(dir.join(format!("{iface}.sock")))
+    // Refuses what the platform cannot name besides (a `\\` on Windows).
+    fastwire_io::ipc::endpoint_path(dir, iface)
 }

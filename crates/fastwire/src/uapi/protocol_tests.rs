@@ -291,7 +291,8 @@ fn snapshot() -> DeviceSnapshot {
                 public_key: key(K2),
                 preshared_key: None,
                 endpoint: Some("[fd78::2]:51820".parse().unwrap()),
-                last_handshake: Some(UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789)),
+                // 100 ns steps: the resolution of SystemTime on Windows.
+                last_handshake: Some(UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_700)),
                 rx_bytes: 2048,
                 tx_bytes: 1024,
                 persistent_keepalive: 25,
@@ -322,7 +323,7 @@ preshared_key={zero}
 protocol_version=1
 endpoint=[fd78::2]:51820
 last_handshake_time_sec=1700000000
-last_handshake_time_nsec=123456789
+last_handshake_time_nsec=123456700
 tx_bytes=1024
 rx_bytes=2048
 persistent_keepalive_interval=25
@@ -565,7 +566,8 @@ fn arb_peer_snapshot() -> impl Strategy<Value = PeerSnapshot> {
         arb_key(),
         proptest::option::of(arb_key()),
         proptest::option::of(arb_endpoint()),
-        proptest::option::of((1u64..=i64::MAX as u64 / 4, 0u32..1_000_000_000)),
+        // Times SystemTime can hold everywhere (Windows: up to year 30828, in 100 ns steps).
+        proptest::option::of((1u64..=1 << 38, (0u32..10_000_000).prop_map(|n| n * 100))),
         any::<(u64, u64, u16)>(),
         proptest::collection::vec(arb_allowed_ip(), 0..4),
     )

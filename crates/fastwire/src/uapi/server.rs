@@ -1,22 +1,15 @@
-//! The UAPI socket: created root-only, served by one control thread that accepts connections and
-//! watches for the socket file being deleted, with one short-lived thread per connection.
+//! The UAPI endpoint (`/var/run/wireguard/IFACE.sock`, or the named pipe on Windows; see
+//! [`fastwire_io::ipc`]): served by one control thread that accepts connections and notices the
+//! socket file being deleted, with one short-lived thread per connection.
 
-use std::fs::DirBuilder;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::fd::AsFd;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use nix::errno::Errno;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::eventfd::EventFd;
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
-use nix::sys::stat::{Mode, umask};
+use fastwire_io::ipc::{self, Incoming, IpcListener, IpcStopper, IpcStream};
 use tracing::{debug, warn};
 
 use super::protocol::{self, SetParser, UapiError};
@@ -55,26 +48,23 @@ impl Default for Limits {
     }
 }
 
-/// A served UAPI socket. Dropping it (or [`UapiServer::shutdown`]) stops accepting and removes the
+/// A served UAPI endpoint. Dropping it (or [`UapiServer::shutdown`]) stops accepting and removes the
 /// socket file, if the file is still ours.
 pub struct UapiServer {
     path: PathBuf,
-    identity: FileIdentity,
-    /// Held until we are done with the path: while the socket is open its inode cannot be reused,
-    /// which keeps the identity check sound.
-    _listener: Arc<UnixListener>,
-    stop: Arc<EventFd>,
+    stopper: IpcStopper,
     stopped: Arc<AtomicBool>,
     control: Option<JoinHandle<()>>,
 }
 
-/// Serves `/var/run/wireguard/IFACE.sock` for `handler`.
+/// Serves `/var/run/wireguard/IFACE.sock` for `handler` (on Windows the named pipe
+/// `\\.\pipe\ProtectedPrefix\Administrators\WireGuard\IFACE`).
 pub fn serve(iface: &str, handler: Arc<dyn UapiHandler>) -> io::Result<UapiServer> {
     serve_in(Path::new(SOCKET_DIR), iface, handler, Limits::default())
 }
 
 impl UapiServer {
-    /// The socket file being served.
+    /// The socket file (or pipe) being served.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -87,16 +77,11 @@ impl UapiServer {
     fn stop_and_clean(&mut self) {
         self.stopped.store(true, Ordering::SeqCst);
         if let Some(control) = self.control.take() {
-            if let Err(e) = self.stop.write(1) {
-                warn!("UAPI: cannot wake the control thread: {e}");
-            } else if control.join().is_err() {
+            // The control thread removes the socket file (if still ours) before it ends.
+            self.stopper.stop();
+            if control.join().is_err() {
                 warn!("UAPI: the control thread panicked");
             }
-        }
-        if self.identity.matches(&self.path)
-            && let Err(e) = std::fs::remove_file(&self.path)
-        {
-            warn!("UAPI: cannot remove {}: {e}", self.path.display());
         }
     }
 }
@@ -107,27 +92,7 @@ impl Drop for UapiServer {
     }
 }
 
-/// Which inode we bound, so we never delete or mourn a socket another daemon put in our place.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileIdentity {
-    dev: u64,
-    ino: u64,
-}
-
-impl FileIdentity {
-    fn of(path: &Path) -> io::Result<Self> {
-        let meta = std::fs::symlink_metadata(path)?;
-        Ok(Self {
-            dev: meta.dev(),
-            ino: meta.ino(),
-        })
-    }
-
-    fn matches(&self, path: &Path) -> bool {
-        Self::of(path).is_ok_and(|now| now == *self)
-    }
-}
-
+/// Serves `iface` in `dir`: a directory on Unix, a pipe-name prefix on Windows.
 pub(crate) fn serve_in(
     dir: &Path,
     iface: &str,
@@ -135,18 +100,12 @@ pub(crate) fn serve_in(
     limits: Limits,
 ) -> io::Result<UapiServer> {
     let path = socket_path(dir, iface)?;
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(dir)
-        .map_err(|e| with_context(e, format!("cannot create {}", dir.display())))?;
-    let listener = bind_private(iface, &path)?;
-    let identity = FileIdentity::of(&path)?;
-    listener.set_nonblocking(true)?;
-
-    let stop = Arc::new(EventFd::new().map_err(io::Error::from)?);
+    let listener = IpcListener::bind(dir, iface).map_err(|e| bind_error(iface, &path, e))?;
+    for note in listener.notes() {
+        warn!("UAPI: {note}");
+    }
+    let stopper = listener.stopper();
     let stopped = Arc::new(AtomicBool::new(false));
-    let watch = watch_removal(&path);
     let shared = Arc::new(Shared {
         handler,
         limits,
@@ -154,81 +113,32 @@ pub(crate) fn serve_in(
         connections: Mutex::new(Vec::new()),
         next_id: AtomicU64::new(0),
     });
-    let listener = Arc::new(listener);
-    let control = {
-        let stop = Arc::clone(&stop);
-        let path = path.clone();
-        let listener = Arc::clone(&listener);
-        thread::Builder::new()
-            .name("uapi".into())
-            .spawn(move || control_loop(&listener, watch, &stop, shared, &path, identity))?
-    };
+    let control = thread::Builder::new()
+        .name("uapi".into())
+        .spawn(move || control_loop(listener, shared))?;
     Ok(UapiServer {
         path,
-        identity,
-        _listener: listener,
-        stop,
+        stopper,
         stopped,
         control: Some(control),
     })
 }
 
-/// Binds under umask 077, so the socket is never reachable by anyone but root, even for an instant.
-/// A leftover socket nobody answers on is replaced; a live one is refused.
-fn bind_private(iface: &str, path: &Path) -> io::Result<UnixListener> {
-    let bind = || {
-        let old = umask(Mode::from_bits_truncate(0o077));
-        let result = UnixListener::bind(path);
-        umask(old);
-        result
-    };
-    let listener = match bind() {
-        Ok(listener) => listener,
-        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
-            let is_socket =
-                std::fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_socket());
-            if !is_socket {
-                return Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    format!("{} exists and is not a socket; remove it", path.display()),
-                ));
-            }
-            if UnixStream::connect(path).is_ok() {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!(
-                        "interface {iface} already has a running daemon ({} answers)",
-                        path.display()
-                    ),
-                ));
-            }
-            debug!("UAPI: removing stale socket {}", path.display());
-            std::fs::remove_file(path)
-                .map_err(|e| with_context(e, format!("cannot remove {}", path.display())))?;
-            bind().map_err(|e| with_context(e, format!("cannot bind {}", path.display())))?
+/// The messages users see when the endpoint cannot be served.
+fn bind_error(iface: &str, path: &Path, e: io::Error) -> io::Error {
+    match e.kind() {
+        io::ErrorKind::AddrInUse => io::Error::new(
+            e.kind(),
+            format!(
+                "interface {iface} already has a running daemon ({} answers)",
+                path.display()
+            ),
+        ),
+        io::ErrorKind::PermissionDenied => {
+            io::Error::new(e.kind(), format!("{e} — {}", ipc::ADMIN_HINT))
         }
-        Err(e) => return Err(with_context(e, format!("cannot bind {}", path.display()))),
-    };
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(listener)
-}
-
-/// Unlinking a file changes its link count, which inotify reports as IN_ATTRIB on the inode (the
-/// bound socket keeps the inode alive, so IN_DELETE_SELF would come too late).
-fn watch_removal(path: &Path) -> Option<Inotify> {
-    let watch = || -> nix::Result<Inotify> {
-        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
-        inotify.add_watch(
-            path,
-            AddWatchFlags::IN_ATTRIB | AddWatchFlags::IN_DELETE_SELF | AddWatchFlags::IN_MOVE_SELF,
-        )?;
-        Ok(inotify)
-    };
-    watch()
-        .inspect_err(|e| {
-            warn!("UAPI: cannot watch {} for removal: {e}", path.display());
-        })
-        .ok()
+        _ => e,
+    }
 }
 
 /// What every connection thread needs.
@@ -244,8 +154,8 @@ struct Shared {
 /// One served connection, as the control thread sees it.
 struct Connection {
     id: u64,
-    /// A handle on the socket, to close it from outside its thread.
-    stream: UnixStream,
+    /// A handle on the connection, to close it from outside its thread.
+    stream: IpcStream,
     /// Since when it has been waiting for (the rest of) a request; `None` while its request is handled.
     waiting_since: Option<Instant>,
 }
@@ -282,79 +192,32 @@ impl Shared {
         let evicted = conns.swap_remove(i);
         debug!("UAPI: all connections in use, closing the one waiting longest for its request");
         // Its thread sees end-of-stream and exits.
-        let _ = evicted.stream.shutdown(std::net::Shutdown::Both);
+        let _ = evicted.stream.shutdown();
         true
     }
 }
 
-fn control_loop(
-    listener: &UnixListener,
-    watch: Option<Inotify>,
-    stop: &EventFd,
-    shared: Arc<Shared>,
-    path: &Path,
-    identity: FileIdentity,
-) {
-    loop {
-        let (accept_ready, stop_ready, watch_ready) = {
-            let mut fds = vec![
-                PollFd::new(listener.as_fd(), PollFlags::POLLIN),
-                PollFd::new(stop.as_fd(), PollFlags::POLLIN),
-            ];
-            if let Some(watch) = &watch {
-                fds.push(PollFd::new(watch.as_fd(), PollFlags::POLLIN));
-            }
-            match poll(&mut fds, PollTimeout::NONE) {
-                Ok(_) => {}
-                Err(Errno::EINTR) => continue,
-                Err(e) => {
-                    warn!(
-                        "UAPI: poll failed, no longer serving {}: {e}",
-                        path.display()
-                    );
-                    return;
-                }
-            }
-            let ready = |i: usize| {
-                fds.get(i)
-                    .and_then(PollFd::revents)
-                    .is_some_and(|r| !r.is_empty())
-            };
-            (ready(0), ready(1), ready(2))
-        };
-        if stop_ready {
-            return;
-        }
-        if watch_ready {
-            if let Some(watch) = &watch {
-                while watch.read_events().is_ok() {}
-            }
-            if !identity.matches(path) {
-                debug!("UAPI: {} was removed", path.display());
-                shared.stopped.store(true, Ordering::SeqCst);
-                shared.handler.socket_removed();
-                return;
-            }
-        }
-        if accept_ready {
-            accept_pending(listener, &shared);
-        }
-    }
-}
-
-fn accept_pending(listener: &UnixListener, shared: &Arc<Shared>) {
+fn control_loop(mut listener: IpcListener, shared: Arc<Shared>) {
     loop {
         match listener.accept() {
-            Ok((stream, _)) => spawn_connection(stream, shared),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Ok(Incoming::Connection(stream)) => spawn_connection(stream, &shared),
+            Ok(Incoming::Stopped) => break,
+            Ok(Incoming::Removed) => {
+                debug!("UAPI: {} was removed", listener.path().display());
+                shared.stopped.store(true, Ordering::SeqCst);
+                shared.handler.socket_removed();
+                break;
+            }
             Err(e) => {
-                // Out of descriptors or memory: back off instead of spinning on a readable listener.
+                // Out of descriptors or memory: back off instead of spinning.
                 warn!("UAPI: accept failed: {e}");
                 thread::sleep(Duration::from_millis(100));
-                return;
             }
         }
+    }
+    // Removes the socket file if it is still ours (after a removal it is not).
+    if let Err(e) = listener.close() {
+        warn!("UAPI: {e}");
     }
 }
 
@@ -370,7 +233,7 @@ impl Drop for ConnectionGuard {
     }
 }
 
-fn spawn_connection(stream: UnixStream, shared: &Arc<Shared>) {
+fn spawn_connection(stream: IpcStream, shared: &Arc<Shared>) {
     if !shared.make_room() {
         debug!("UAPI: every connection is busy with a request, closing a new one");
         return;
@@ -408,7 +271,7 @@ fn spawn_connection(stream: UnixStream, shared: &Arc<Shared>) {
 /// The read side of a connection, with a deadline for the whole request on top of the per-read idle
 /// timeout.
 struct DeadlineReader {
-    stream: UnixStream,
+    stream: IpcStream,
     idle: Duration,
     deadline: std::cell::Cell<Instant>,
 }
@@ -468,8 +331,7 @@ fn read_line(reader: &mut impl BufRead, max: usize, buf: &mut Vec<u8>) -> io::Re
     })
 }
 
-fn handle_connection(stream: UnixStream, shared: &Shared, id: u64) -> io::Result<()> {
-    stream.set_nonblocking(false)?;
+fn handle_connection(stream: IpcStream, shared: &Shared, id: u64) -> io::Result<()> {
     stream.set_read_timeout(Some(shared.limits.idle_timeout))?;
     stream.set_write_timeout(Some(shared.limits.idle_timeout))?;
     let mut writer = stream.try_clone()?;
@@ -506,6 +368,14 @@ fn handle_connection(stream: UnixStream, shared: &Shared, id: u64) -> io::Result
                 true => {
                     shared.set_waiting(id, false);
                     (protocol::format_stats(&shared.handler.stats()), true)
+                }
+                false => (errno_answer(protocol::EINVAL), true),
+            },
+            b"fastwire-shutdown=1" => match expect_blank_line(&mut reader)? {
+                true => {
+                    shared.set_waiting(id, false);
+                    shared.handler.shutdown_requested();
+                    ("errno=0\n\n".to_string(), false)
                 }
                 false => (errno_answer(protocol::EINVAL), true),
             },
@@ -592,15 +462,6 @@ fn handle_set(reader: &mut impl BufRead, shared: &Shared, id: u64) -> io::Result
             Ok((errno_answer(e.errno()), true))
         }
     }
-}
-
-fn with_context(e: io::Error, what: String) -> io::Error {
-    let hint = if e.kind() == io::ErrorKind::PermissionDenied {
-        " — run as root"
-    } else {
-        ""
-    };
-    io::Error::new(e.kind(), format!("{what}: {e}{hint}"))
 }
 
 #[cfg(test)]

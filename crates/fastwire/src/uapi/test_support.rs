@@ -16,6 +16,7 @@ pub struct FakeDevice {
     pub fail_with: Mutex<Option<SetError>>,
     pub stats: Mutex<Vec<(String, u64)>>,
     pub removed: AtomicBool,
+    pub shutdown: AtomicBool,
 }
 
 impl FakeDevice {
@@ -44,16 +45,25 @@ impl UapiHandler for FakeDevice {
     fn socket_removed(&self) {
         self.removed.store(true, Ordering::SeqCst);
     }
+
+    fn shutdown_requested(&self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+    }
 }
 
-/// A fresh directory under the system temp dir, removed on drop.
+/// Where a test serves its endpoints: a fresh directory under the system temp dir (removed on drop),
+/// or on Windows a pipe-name prefix of its own, so tests run in parallel.
 pub struct TempDir(PathBuf);
 
 impl TempDir {
     pub fn new() -> Self {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let path = std::env::temp_dir().join(format!("fastwire-uapi-{}-{n}", std::process::id()));
+        let name = format!("fastwire-uapi-{}-{n}", std::process::id());
+        if cfg!(windows) {
+            return Self(PathBuf::from(format!(r"\\.\pipe\{name}")));
+        }
+        let path = std::env::temp_dir().join(name);
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).unwrap();
         Self(path)
@@ -66,11 +76,14 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if !cfg!(windows) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 }
 
 /// Polls `condition` for up to five seconds.
+#[cfg_attr(not(unix), allow(dead_code))] // Its only user, the removal test, is Unix-only.
 pub fn eventually(mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {

@@ -2,10 +2,11 @@
 //! the wg-quick way (fwmark + its own table + policy rules, so the tunnel's own packets do not loop),
 //! DNS through resolvconf.
 
-use super::{RouteContext, Undo, query, run, run_with_input, tunnel_mtu, word_after};
+use super::{RouteContext, Undo, query, run, tunnel_mtu, word_after};
 use crate::config::{InterfaceAddress, InterfaceSection, Table};
 use fastwire_engine::config::{AllowedIp, DeviceUpdate};
 use std::io::Read;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -255,7 +256,7 @@ fn family_flag(address: &str) -> &'static str {
 /// the default route's device, else 1500), less 80 bytes of tunnel overhead.
 pub(super) fn automatic_mtu(update: &DeviceUpdate) -> u16 {
     let mut smallest: Option<u64> = None;
-    for endpoint in super::udp_endpoint_addresses(update) {
+    for endpoint in udp_endpoint_addresses(update) {
         let route = query(&["ip", "route", "get", &endpoint.to_string()]).unwrap_or_default();
         if let Some(mtu) = route_mtu(&route) {
             smallest = Some(smallest.map_or(mtu, |s| s.min(mtu)));
@@ -266,6 +267,18 @@ pub(super) fn automatic_mtu(update: &DeviceUpdate) -> u16 {
         smallest = default_route.lines().next().and_then(route_mtu);
     }
     tunnel_mtu(smallest)
+}
+
+/// The UDP endpoints' addresses (TCP endpoints do not constrain the MTU: TCP re-segments the stream to
+/// fit its own path, so a tunnel packet never has to fit in one underlay packet).
+fn udp_endpoint_addresses(update: &DeviceUpdate) -> Vec<std::net::IpAddr> {
+    update
+        .peers
+        .iter()
+        .filter_map(|peer| peer.endpoint)
+        .filter(|endpoint| !endpoint.is_tcp())
+        .map(|endpoint| endpoint.addr.ip())
+        .collect()
 }
 
 /// The `mtu N` of a route, else the MTU of its `dev`.
@@ -307,6 +320,28 @@ fn find_in_path(program: &str) -> Option<PathBuf> {
             std::fs::metadata(candidate)
                 .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         })
+}
+
+fn run_with_input(args: &[&str], input: &str) -> Result<(), String> {
+    eprintln!("[#] {}", args.join(" "));
+    let (program, rest) = args.split_first().ok_or("internal error: empty command")?;
+    let mut child = Command::new(program)
+        .args(rest)
+        .stdin(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run `{program}': {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A child that exits without reading is reported by its status below.
+        let _ = stdin.write_all(input.as_bytes());
+    }
+    let status = child
+        .wait()
+        .map_err(|e| format!("`{}' failed: {e}", args.join(" ")))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{}' failed ({status})", args.join(" ")))
+    }
 }
 
 /// Whether `pid` is alive and is this program running `up` (guards against a recycled pid).

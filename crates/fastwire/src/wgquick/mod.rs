@@ -63,10 +63,13 @@ pub(crate) struct RouteContext<'t> {
     pub device: &'t str,
     pub config: &'t QuickConfig,
     pub update: &'t DeviceUpdate,
+    // Only Linux changes the device while routing (the fwmark of a default route).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub daemon: &'t Daemon,
     pub undo: &'t mut Vec<Undo>,
 }
 
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 impl RouteContext<'_> {
     /// Applies a configuration change to the running device (Linux: the fwmark of default routes).
     pub fn apply(&self, update: &DeviceUpdate) -> Result<(), String> {
@@ -344,18 +347,6 @@ fn route_order(config: &QuickConfig) -> Vec<AllowedIp> {
     routes
 }
 
-/// The UDP endpoints' addresses (TCP endpoints do not constrain the MTU: TCP re-segments the stream to
-/// fit its own path, so a tunnel packet never has to fit in one underlay packet).
-fn udp_endpoint_addresses(update: &DeviceUpdate) -> Vec<std::net::IpAddr> {
-    update
-        .peers
-        .iter()
-        .filter_map(|peer| peer.endpoint)
-        .filter(|endpoint| !endpoint.is_tcp())
-        .map(|endpoint| endpoint.addr.ip())
-        .collect()
-}
-
 /// Every endpoint's address, UDP and TCP: what a default route through the tunnel must not capture.
 fn endpoint_addresses(update: &DeviceUpdate) -> Vec<std::net::IpAddr> {
     let mut seen = HashSet::new();
@@ -407,28 +398,6 @@ fn run_plan(command: &[String]) -> Result<(), String> {
 fn run_best_effort(args: &[&str]) {
     if let Err(reason) = run(args) {
         eprintln!("[!] {reason}");
-    }
-}
-
-fn run_with_input(args: &[&str], input: &str) -> Result<(), String> {
-    eprintln!("[#] {}", args.join(" "));
-    let (program, rest) = args.split_first().ok_or("internal error: empty command")?;
-    let mut child = Command::new(program)
-        .args(rest)
-        .stdin(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run `{program}': {e}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // A child that exits without reading is reported by its status below.
-        let _ = stdin.write_all(input.as_bytes());
-    }
-    let status = child
-        .wait()
-        .map_err(|e| format!("`{}' failed: {e}", args.join(" ")))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("`{}' failed ({status})", args.join(" ")))
     }
 }
 

@@ -351,9 +351,7 @@ pub(super) fn is_fastwire_up(pid: u32) -> bool {
 /// UAPI pipe (fastwire's private verb), which only Administrators and SYSTEM may open.
 pub(super) fn ask_to_stop(_pid: u32, iface: &str) -> Result<(), String> {
     eprintln!("[#] fastwire: stop {iface} (UAPI fastwire-shutdown=1)");
-    crate::uapi::client::request(iface, "fastwire-shutdown=1\n\n")
-        .map(drop)
-        .map_err(|e| format!("cannot ask {iface} to stop: {e}"))
+    crate::uapi::client::shutdown(iface)
 }
 
 pub(super) fn stop_daemon(iface: &str) -> Option<Result<(), String>> {
