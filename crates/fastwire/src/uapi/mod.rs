@@ -9,7 +9,7 @@
 //! - [`client`]: requests to a running daemon (ours or wireguard-go).
 
 pub mod client;
-mod protocol;
+pub mod protocol;
 mod server;
 #[cfg(test)]
 mod test_support;

@@ -334,6 +334,36 @@ impl<'a> Tunnel<'a> {
     }
 }
 
+/// The system's side of `fastwire up` for `config` on macOS and on Windows, without running anything:
+/// address, MTU, DNS and route commands, with endpoint host names resolved by `resolve` (a fuzzer or test
+/// passes one that never touches the network). The Linux commands read the live routing table while
+/// they run, so they have no dry form.
+pub fn dry_plans(
+    config: &QuickConfig,
+    resolve: impl FnMut(&config::Endpoint) -> Result<std::net::SocketAddr, String>,
+) -> Result<Vec<Vec<String>>, String> {
+    let update = config.device_update_with(resolve)?;
+    let interface = &config.interface;
+    let mtu = interface.mtu.unwrap_or_else(|| tunnel_mtu(None));
+    let routes = route_order(config);
+    let mut plans = Vec::new();
+    for address in &interface.addresses {
+        plans.push(macos::address_command("utun9", address));
+        plans.push(windows::address_command("wg0", address));
+    }
+    plans.extend(windows::mtu_commands("wg0", mtu));
+    plans.extend(windows::dns_commands("wg0", &interface.dns_servers));
+    for &allowed in &routes {
+        plans.extend(macos::route_plan("utun9", allowed).0);
+        plans.extend(windows::route_plan("wg0", allowed).0);
+    }
+    for endpoint in endpoint_addresses(&update) {
+        plans.push(macos::endpoint_route(endpoint, None));
+        plans.push(windows::endpoint_route(endpoint, 1, None));
+    }
+    Ok(plans)
+}
+
 /// Every peer's allowed IPs, once each, most specific first (wg-quick: `sort -nr -k 2 -t /`).
 fn route_order(config: &QuickConfig) -> Vec<AllowedIp> {
     let mut seen = HashSet::new();
@@ -542,6 +572,27 @@ pub(crate) mod tests {
                 "::/0"
             ]
         );
+    }
+
+    #[test]
+    fn dry_plans_cover_addresses_routes_and_endpoints_without_the_network() {
+        let config = sample_config(
+            "[Interface]\nPrivateKey = yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=\nAddress = 10.78.0.2/24\n\
+             DNS = 10.78.0.53\n[Peer]\nPublicKey = xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=\n\
+             Endpoint = vpn.example.org:51820\nAllowedIPs = 0.0.0.0/0\n",
+        );
+        let plans = dry_plans(&config, |_| Ok("203.0.113.7:51820".parse().unwrap())).unwrap();
+        let text: Vec<String> = plans.iter().map(|p| p.join(" ")).collect();
+        assert!(text.contains(&"ifconfig utun9 inet 10.78.0.2/24 10.78.0.2 alias".to_string()));
+        assert!(text.contains(&"route -q -n add -inet 128.0.0.0/1 -interface utun9".to_string()));
+        assert!(
+            text.contains(&"route -q -n add -inet 203.0.113.7 127.0.0.1 -blackhole".to_string())
+        );
+        assert!(
+            text.iter()
+                .any(|t| t.starts_with("netsh interface ipv4 set dnsservers wg0"))
+        );
+        assert!(dry_plans(&config, |_| Err("no network".into())).is_err());
     }
 
     #[test]
