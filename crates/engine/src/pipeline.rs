@@ -333,6 +333,9 @@ impl PipelineWorker {
         }
         shared.check_mtu(&*p.tun, mtu_checked);
         let Some(socket) = socket else {
+            // Being rebound: leave the packets for the next leader, and remember they are there (a
+            // consumed auto-reset event would not say so again).
+            p.tun_pending.fetch_or(ready[0].readable, Ordering::Relaxed);
             return Taken::Nothing;
         };
         let tun_ready = ready[0].readable || p.tun_pending.load(Ordering::Relaxed);

@@ -232,16 +232,27 @@ impl UdpSocket {
 
     /// Receives a batch (recvmmsg); with UDP GRO one buffer may hold several datagrams of `meta.stride`
     /// bytes each. Source addresses and the local addresses they arrived on (`dst_ip`) are canonical.
-    /// `WouldBlock` when nothing is waiting.
+    /// `WouldBlock` when nothing is waiting. Where the system hands over one datagram per call (macOS
+    /// without quinn-udp's private batching, Windows), it calls again until the batch is full or the
+    /// socket is empty, so callers see batches everywhere.
     pub fn recv_batch(
         &self,
         bufs: &mut [IoSliceMut<'_>],
         meta: &mut [RecvMeta],
     ) -> io::Result<usize> {
         self.readiness.before_read();
-        let n = self
-            .state
-            .recv(UdpSockRef::from(&self.socket), bufs, meta)?;
+        let sock = || UdpSockRef::from(&self.socket);
+        let mut n = self.state.recv(sock(), bufs, meta)?;
+        if !cfg!(target_os = "linux") {
+            while n < bufs.len().min(meta.len()) {
+                match self.state.recv(sock(), &mut bufs[n..], &mut meta[n..]) {
+                    Ok(0) => break,
+                    Ok(more) => n += more,
+                    // Drained (or a transient error): what we have is the batch.
+                    Err(_) => break,
+                }
+            }
+        }
         for m in &mut meta[..n] {
             m.addr = canonical(m.addr);
             m.dst_ip = m.dst_ip.map(canonical_ip);
