@@ -1,0 +1,88 @@
+//! The mac checks every handshake message passes: mac1 always, and, while the device is under load
+//! (measured by [`LoadMeter`]), mac2 or a cookie reply within the cookie budget.
+
+use super::{Device, Identity, Incoming, RecvDrop, lock};
+use crate::endpoint::Endpoint;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Instant;
+
+/// Whether a handshake's mac1 was already verified (by [`Device::precheck_handshake`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mac1 {
+    Checked,
+    Unchecked,
+}
+
+/// Decides when to demand cookies: more handshake messages per second than the threshold, or a backlog
+/// reported by whoever queues them (the engine's handshake queue), puts the device under load for a
+/// second.
+pub(super) struct LoadMeter {
+    pub(super) window_start: AtomicU64,
+    pub(super) count: AtomicU32,
+    pub(super) under_load_until: AtomicU64,
+    pub(super) threshold: AtomicU32,
+}
+
+impl LoadMeter {
+    pub(super) fn backlog(&self, now: u64) {
+        self.under_load_until
+            .fetch_max(now + 1_000_000_000, Ordering::Relaxed);
+    }
+
+    fn record(&self, now: u64) -> bool {
+        let start = self.window_start.load(Ordering::Relaxed);
+        if now.saturating_sub(start) > 1_000_000_000 {
+            self.window_start.store(now, Ordering::Relaxed);
+            self.count.store(0, Ordering::Relaxed);
+        }
+        let n = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+        if n > self.threshold.load(Ordering::Relaxed) {
+            self.under_load_until
+                .store(now + 1_000_000_000, Ordering::Relaxed);
+        }
+        now < self.under_load_until.load(Ordering::Relaxed)
+    }
+}
+
+impl Device {
+    /// Checks mac1 (unless already checked) and, under load, mac2; a handshake without a valid mac2 is
+    /// answered with a cookie reply (written into `reply`) while the cookie budget lasts.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn check_macs(
+        &self,
+        identity: &Identity,
+        src: Endpoint,
+        msg: &[u8],
+        sender: u32,
+        now: Instant,
+        reply: &mut [u8],
+        mac1: Mac1,
+    ) -> Result<(), Incoming> {
+        let checker = &identity.checker;
+        if mac1 == Mac1::Unchecked && !checker.check_mac1(msg) {
+            return Err(Incoming::Dropped(RecvDrop::BadMac1));
+        }
+        if !self.load.record(self.clock.to_nanos(now)) {
+            return Ok(());
+        }
+        if checker.check_mac2(msg, &src.addr, now) {
+            return if lock(&self.rate_limiter).allow(src.addr.ip(), now) {
+                Ok(())
+            } else {
+                Err(Incoming::Dropped(RecvDrop::RateLimited))
+            };
+        }
+        // The budget first: a source over it costs nothing more than this look-up.
+        if !lock(&self.cookie_limiter).allow(src.addr, now) {
+            return Err(Incoming::Dropped(RecvDrop::CookieRateLimited));
+        }
+        let cookie = checker.create_reply(msg, sender, &src.addr, now);
+        match cookie.and_then(|c| Some((c, reply.get_mut(..c.len())?))) {
+            Some((cookie, out)) => {
+                out.copy_from_slice(&cookie);
+                Err(Incoming::Reply { len: cookie.len() })
+            }
+            None => Err(Incoming::Dropped(RecvDrop::CookieSent)),
+        }
+    }
+}

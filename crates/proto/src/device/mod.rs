@@ -1,0 +1,351 @@
+//! The device: our identity, the peer table, the index table and cryptokey routing, and the handling of
+//! every message type. It is shared by all workers (`&self` everywhere): read-mostly tables are swapped
+//! whole (`ArcSwap`), per-peer handshake state sits behind small per-peer locks.
+//!
+//! This module holds the [`Device`] type, its configuration API and the dispatch of each received
+//! message by type; the jobs behind it live in submodules: `drops` (why a datagram was dropped),
+//! `index` (the receiver-index table and the keypair slots it mirrors), `macs` (mac1/mac2 checks and
+//! cookie replies under load), `handshake` (initiations, responses, cookie replies), `data` (opening
+//! and sealing transport data) and `timer_events` (arming and firing the per-peer timers).
+
+mod data;
+mod drops;
+mod handshake;
+mod index;
+mod macs;
+mod timer_events;
+
+pub use data::{Sealed, SendError};
+pub use drops::RecvDrop;
+pub use timer_events::TimerEvents;
+
+use crate::allowed_ips::AllowedIps;
+use crate::cookie::CookieChecker;
+use crate::crypto::Key;
+use crate::endpoint::Endpoint;
+use crate::messages::{self, Kind};
+use crate::noise::StaticKeys;
+use crate::peer::Peer;
+use crate::ratelimit::{CookieReplyLimiter, RateLimiter};
+use crate::timers::*;
+use arc_swap::{ArcSwap, ArcSwapOption};
+use index::IndexEntry;
+use macs::{LoadMeter, Mac1};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+/// Handshake messages per second above which the device is "under load" and demands cookies.
+pub const DEFAULT_UNDER_LOAD_THRESHOLD: u32 = 1000;
+
+/// What to do with a received datagram.
+pub enum Incoming {
+    /// An IP packet for the TUN device: `msg[DATA_HEADER_LEN..DATA_HEADER_LEN + len]`.
+    /// `rekey`: the session is getting old on the receive side; start a handshake.
+    /// `confirmed`: this packet confirmed a session we answered: send what waited for a session.
+    Data {
+        peer: Arc<Peer>,
+        len: usize,
+        rekey: bool,
+        confirmed: bool,
+    },
+    /// An authenticated empty data message (`confirmed` as for `Data`).
+    Keepalive {
+        peer: Arc<Peer>,
+        confirmed: bool,
+    },
+    /// Send `reply[..len]` back to the source (a handshake response or a cookie reply).
+    Reply {
+        len: usize,
+    },
+    /// A handshake we started is complete: send the packets waiting for it, or a keepalive.
+    HandshakeComplete {
+        peer: Arc<Peer>,
+    },
+    /// A cookie reply was accepted; the next initiation carries mac2. `resend`: the initiation it answered
+    /// went out without a cookie, so send another at once instead of waiting for the retry timer.
+    CookieAccepted {
+        peer: Arc<Peer>,
+        resend: bool,
+    },
+    Dropped(RecvDrop),
+}
+
+struct Identity {
+    keys: StaticKeys,
+    checker: CookieChecker,
+}
+
+/// A peer as a value in the routing table: equality is identity.
+#[derive(Clone)]
+pub struct PeerRef(pub Arc<Peer>);
+
+impl PartialEq for PeerRef {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+pub struct Device {
+    clock: Clock,
+    identity: ArcSwapOption<Identity>,
+    peers: ArcSwap<HashMap<Key, Arc<Peer>>>,
+    routes: ArcSwap<AllowedIps<PeerRef>>,
+    indices: ArcSwap<HashMap<u32, IndexEntry>>,
+    /// Serialises configuration changes (peers, routes, identity).
+    config_lock: Mutex<()>,
+    /// Serialises index-table writes; a leaf lock, never held while taking another.
+    index_lock: Mutex<()>,
+    load: LoadMeter,
+    timers_dirty: AtomicBool,
+    /// When the timer driver will next wake by itself (0 = it is awake and will recompute).
+    driver_deadline: AtomicU64,
+    /// Per-source handshake budget, consulted only under load.
+    rate_limiter: Mutex<RateLimiter>,
+    /// Budget of cookie replies, per source and in total.
+    cookie_limiter: Mutex<CookieReplyLimiter>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Device {
+    pub fn new(now: Instant) -> Self {
+        Self {
+            clock: Clock::new(now),
+            identity: ArcSwapOption::empty(),
+            peers: ArcSwap::from_pointee(HashMap::new()),
+            routes: ArcSwap::from_pointee(AllowedIps::new()),
+            indices: ArcSwap::from_pointee(HashMap::new()),
+            config_lock: Mutex::new(()),
+            index_lock: Mutex::new(()),
+            load: LoadMeter {
+                window_start: AtomicU64::new(0),
+                count: AtomicU32::new(0),
+                under_load_until: AtomicU64::new(0),
+                threshold: AtomicU32::new(DEFAULT_UNDER_LOAD_THRESHOLD),
+            },
+            timers_dirty: AtomicBool::new(false),
+            driver_deadline: AtomicU64::new(0),
+            rate_limiter: Mutex::new(RateLimiter::default()),
+            cookie_limiter: Mutex::new(CookieReplyLimiter::default()),
+        }
+    }
+
+    /// Sets the handshake rate (per second) above which cookies are demanded.
+    pub fn set_under_load_threshold(&self, per_second: u32) {
+        self.load.threshold.store(per_second, Ordering::Relaxed);
+    }
+
+    /// Handshake messages are waiting faster than they are handled: demand cookies for the next second.
+    pub fn note_handshake_backlog(&self, now: Instant) {
+        self.load.backlog(self.clock.to_nanos(now));
+    }
+
+    /// The cheap, lock-free part of handling a handshake message, for a caller that queues handshakes:
+    /// the message must have a handshake's shape, we must have a private key, and mac1 must be ours.
+    /// A message that fails this is not worth a place in a queue.
+    pub fn precheck_handshake(&self, msg: &[u8]) -> Result<(), RecvDrop> {
+        match messages::classify(msg) {
+            Some(Kind::Initiation | Kind::Response) => {}
+            // Cookie replies carry no mac1; they are authenticated by the peer's own key.
+            Some(Kind::CookieReply) => return Ok(()),
+            Some(Kind::Data) | None => return Err(RecvDrop::Malformed),
+        }
+        let identity = self.identity.load();
+        let identity = identity.as_ref().ok_or(RecvDrop::NoIdentity)?;
+        if identity.checker.check_mac1(msg) {
+            Ok(())
+        } else {
+            Err(RecvDrop::BadMac1)
+        }
+    }
+
+    // ----- configuration -----
+
+    pub fn private_key(&self) -> Option<Key> {
+        self.identity
+            .load()
+            .as_ref()
+            .map(|i| i.keys.private_bytes())
+    }
+
+    pub fn public_key(&self) -> Option<Key> {
+        self.identity.load().as_ref().map(|i| i.keys.public)
+    }
+
+    /// Sets or removes our private key. Sessions made under the old key are dropped, and a peer with our
+    /// own public key is removed (as wireguard-go does).
+    pub fn set_private_key(&self, private: Option<Key>) {
+        let _g = lock(&self.config_lock);
+        if self.private_key() == private {
+            return;
+        }
+        let identity = private.map(|k| {
+            let keys = StaticKeys::from_private(k);
+            let checker = CookieChecker::new(&keys.public);
+            Arc::new(Identity { keys, checker })
+        });
+        if let Some(own) = identity.as_ref().map(|i| i.keys.public)
+            && self.peers.load().contains_key(&own)
+        {
+            self.remove_peer_locked(&own);
+        }
+        for peer in self.peers.load().values() {
+            let ss = identity.as_ref().and_then(|i| i.keys.dh(&peer.public_key));
+            peer.handshake().static_static = ss;
+            self.zero_peer(peer);
+        }
+        self.identity.store(identity);
+    }
+
+    pub fn peer(&self, public_key: &Key) -> Option<Arc<Peer>> {
+        self.peers.load().get(public_key).cloned()
+    }
+
+    /// Every peer, in no particular order.
+    pub fn peers(&self) -> Vec<Arc<Peer>> {
+        self.peers.load().values().cloned().collect()
+    }
+
+    /// Returns the peer with this key, creating it if needed. `None` if the key is our own.
+    pub fn add_peer(&self, public_key: Key) -> Option<Arc<Peer>> {
+        let _g = lock(&self.config_lock);
+        if let Some(p) = self.peer(&public_key) {
+            return Some(p);
+        }
+        let identity = self.identity.load();
+        if identity
+            .as_ref()
+            .is_some_and(|i| i.keys.public == public_key)
+        {
+            return None;
+        }
+        let ss = identity.as_ref().and_then(|i| i.keys.dh(&public_key));
+        let peer = Arc::new(Peer::new(public_key, ss));
+        let mut map = HashMap::clone(&self.peers.load());
+        map.insert(public_key, peer.clone());
+        self.peers.store(Arc::new(map));
+        Some(peer)
+    }
+
+    pub fn remove_peer(&self, public_key: &Key) {
+        let _g = lock(&self.config_lock);
+        self.remove_peer_locked(public_key);
+    }
+
+    fn remove_peer_locked(&self, public_key: &Key) {
+        let mut map = HashMap::clone(&self.peers.load());
+        let Some(peer) = map.remove(public_key) else {
+            return;
+        };
+        self.peers.store(Arc::new(map));
+        let mut routes = AllowedIps::clone(&self.routes.load());
+        routes.remove_value(&PeerRef(peer.clone()));
+        self.routes.store(Arc::new(routes));
+        self.zero_peer(&peer);
+        peer.timers.disarm_all();
+    }
+
+    /// Removes every peer.
+    pub fn clear_peers(&self) {
+        let _g = lock(&self.config_lock);
+        for key in self.peers.load().keys().copied().collect::<Vec<_>>() {
+            self.remove_peer_locked(&key);
+        }
+    }
+
+    /// Replaces (or extends) a peer's allowed IPs. A prefix another peer had moves to this one.
+    pub fn set_allowed_ips(
+        &self,
+        peer: &Arc<Peer>,
+        replace: bool,
+        ips: &[(IpAddr, u8)],
+    ) -> Result<(), String> {
+        let _g = lock(&self.config_lock);
+        let value = PeerRef(peer.clone());
+        let mut routes = AllowedIps::clone(&self.routes.load());
+        if replace {
+            routes.remove_value(&value);
+        }
+        for &(addr, cidr) in ips {
+            routes
+                .insert(addr, cidr, value.clone())
+                .map_err(|_| format!("invalid prefix length /{cidr} for {addr}"))?;
+        }
+        self.routes.store(Arc::new(routes));
+        Ok(())
+    }
+
+    pub fn allowed_ips(&self, peer: &Arc<Peer>) -> Vec<(IpAddr, u8)> {
+        let value = PeerRef(peer.clone());
+        self.routes.load().entries_for(&value).collect()
+    }
+
+    /// The peer that owns the destination of an outgoing IP packet (cryptokey routing).
+    pub fn route(&self, packet: &[u8]) -> Option<Arc<Peer>> {
+        let routes = self.routes.load();
+        let found = match packet.first()? >> 4 {
+            4 => routes.lookup_v4(messages::fixed(packet.get(..20)?, 16)),
+            6 => routes.lookup_v6(messages::fixed(packet.get(..40)?, 24)),
+            _ => None,
+        };
+        found.map(|p| p.0.clone())
+    }
+
+    pub fn last_handshake(&self, peer: &Peer) -> Option<Instant> {
+        match peer.last_handshake.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(self.clock.to_instant(n)),
+        }
+    }
+
+    /// Entries in the index table (handshakes in flight and sessions); for tests and stats.
+    pub fn index_count(&self) -> usize {
+        self.indices.load().len()
+    }
+
+    /// Handles any received datagram. `reply` must hold at least 148 bytes.
+    pub fn handle_incoming(
+        &self,
+        src: impl Into<Endpoint>,
+        msg: &mut [u8],
+        now: Instant,
+        reply: &mut [u8],
+    ) -> Incoming {
+        self.dispatch(src.into(), msg, now, reply, Mac1::Unchecked)
+    }
+
+    /// Handles a handshake message that already passed [`Device::precheck_handshake`] (whose mac1 is
+    /// known to be good, so it is not computed again); anything else is handled as by
+    /// [`Device::handle_incoming`].
+    pub fn handle_prechecked_handshake(
+        &self,
+        src: impl Into<Endpoint>,
+        msg: &mut [u8],
+        now: Instant,
+        reply: &mut [u8],
+    ) -> Incoming {
+        self.dispatch(src.into(), msg, now, reply, Mac1::Checked)
+    }
+
+    fn dispatch(
+        &self,
+        src: Endpoint,
+        msg: &mut [u8],
+        now: Instant,
+        reply: &mut [u8],
+        mac1: Mac1,
+    ) -> Incoming {
+        match messages::classify(msg) {
+            None => Incoming::Dropped(RecvDrop::Malformed),
+            Some(Kind::Data) => self.handle_data(src, msg, now),
+            Some(Kind::Initiation) => self.handle_initiation(src, msg, now, reply, mac1),
+            Some(Kind::Response) => self.handle_response(src, msg, now, reply, mac1),
+            Some(Kind::CookieReply) => self.handle_cookie_reply(msg, now),
+        }
+    }
+}
