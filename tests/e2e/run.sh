@@ -7,7 +7,8 @@
 #   E2E_IMPL=wireguard-go  reference mode: every side runs Debian's wireguard-go, to check the tests themselves;
 #                          checks only fastwire can pass are reported SKIP (never PASS)
 #   IMPL_A=.. IMPL_B=..    force the implementation of side A / side B for every scenario
-#   E2E_TIMEOUT=seconds    limit per scenario (default 180)
+#   E2E_TIMEOUT=seconds    limit per scenario (default 180, or what a scenario asks for in a line
+#                          "# e2e-timeout: N" of its own)
 # Prints one PASS/FAIL/SKIP line per scenario and, last, "N passed, N failed"; exits non-zero if any failed.
 set -uo pipefail
 
@@ -106,9 +107,12 @@ for case in "${CASES[@]}"; do
 	logdir="$LOG_ROOT/$label"
 	mkdir -p "$logdir"
 	result="$logdir/result"
+	limit=$TIMEOUT
+	own_limit=$(sed -n 's/^# e2e-timeout: \([0-9][0-9]*\)$/\1/p' "$E2E_DIR/$name.sh" | head -n 1)
+	[[ -z ${E2E_TIMEOUT:-} && -n $own_limit ]] && limit=$own_limit
 	t0=${EPOCHREALTIME/./}
 	E2E_RESULT_FILE=$result E2E_LOG_DIR=$logdir IMPL_A=$impl_a IMPL_B=$impl_b \
-		timeout -k 20 "$TIMEOUT" bash "$E2E_DIR/$name.sh" </dev/null >"$logdir/scenario.log" 2>&1 &
+		timeout -k 20 "$limit" bash "$E2E_DIR/$name.sh" </dev/null >"$logdir/scenario.log" 2>&1 &
 	CHILD=$!
 	wait "$CHILD"
 	rc=$?
@@ -119,7 +123,7 @@ for case in "${CASES[@]}"; do
 	verdict=$(head -n 1 "$result" 2>/dev/null)
 	if [[ -z $verdict ]]; then
 		if ((rc == 124 || rc == 137)); then
-			verdict="FAIL timed out after $TIMEOUT s"
+			verdict="FAIL timed out after $limit s"
 		else
 			verdict="FAIL ended without a verdict (exit status $rc)"
 		fi
