@@ -30,8 +30,9 @@ echo "==> cargo build --release --workspace"
 cargo build --release --workspace
 
 status=0
-echo "==> cargo test --workspace --release"
-cargo test --workspace --release || { status=1; echo "==> cargo test FAILED (see above); running the e2e tests anyway"; }
+# --include-ignored: the tests that need root and wg (ignored by a plain `cargo test`) run here.
+echo "==> cargo test --workspace --release -- --include-ignored"
+cargo test --workspace --release -- --include-ignored || { status=1; echo "==> cargo test FAILED (see above); running the e2e tests anyway"; }
 
 echo "==> tests/e2e/run.sh"
 FASTWIRE="$PWD/target/release/fastwire" bash tests/e2e/run.sh || status=1

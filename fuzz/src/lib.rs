@@ -83,7 +83,7 @@ impl Fixture {
             .dev
             .create_initiation(&a.peer, now, wall_at(now, now), false, &mut init)
             .expect("initiation");
-        let Incoming::Reply { len } =
+        let Incoming::Reply { len, .. } =
             b.dev
                 .handle_incoming(A_ADDR, &mut init[..n], now, &mut reply)
         else {
@@ -123,7 +123,7 @@ impl Fixture {
                 .dev
                 .handle_incoming(B_ADDR, &mut copy[..n], later, &mut cookie)
             {
-                Incoming::Reply { len } => cookie[..len].to_vec(),
+                Incoming::Reply { len, .. } => cookie[..len].to_vec(),
                 _ => Vec::new(),
             };
         let mut resp = [0u8; 256];
@@ -132,7 +132,7 @@ impl Fixture {
             .dev
             .handle_incoming(B_ADDR, &mut copy[..n], later, &mut resp)
         {
-            Incoming::Reply { len } => resp[..len].to_vec(),
+            Incoming::Reply { len, .. } => resp[..len].to_vec(),
             _ => Vec::new(),
         };
         // A fresh initiation from A, newer than the first.

@@ -137,7 +137,7 @@ pub(crate) fn run(shared: Arc<Shared>, stats: Arc<WorkerStats>) {
                 .device
                 .handle_prechecked_handshake(job.src, msg, now, &mut reply);
             match &incoming {
-                Incoming::Reply { len } => {
+                Incoming::Reply { len, .. } => {
                     let sent = tx.udp.is_some_and(|s| {
                         s.send_to(&reply[..*len], job.src.addr, job.src.local)
                             .is_ok()

@@ -88,7 +88,7 @@ impl RxBatch {
                     Incoming::Data { len, .. } => {
                         self.plaintexts.push((start + DATA_HEADER_LEN, *len));
                     }
-                    Incoming::Reply { len } => {
+                    Incoming::Reply { len, .. } => {
                         let sent = out.udp.is_some_and(|s| {
                             s.send_to(&reply[..*len], from.addr, from.local).is_ok()
                         });

@@ -188,6 +188,14 @@ impl Shared {
                 }
                 self.initiate(tx, peer, false, now, stats);
             }
+            // As wireguard-go: packets wait for the peer to connect (a server rarely knows its
+            // clients' endpoints). A handshake from the peer sets the endpoint; the session it
+            // confirms sends them.
+            Err(SendError::NoEndpoint) if len > 0 => {
+                if !peer.stage(&buf[DATA_HEADER_LEN..DATA_HEADER_LEN + len]) {
+                    stats.send_drop(SendDrop::StagedOverflow, 1);
+                }
+            }
             Err(SendError::NoEndpoint) => stats.send_drop(SendDrop::NoEndpoint, 1),
             Err(SendError::NoRoom) => stats.send_drop(SendDrop::SendFailed, 1),
         }
@@ -233,6 +241,7 @@ impl Shared {
             }
             Incoming::Reply {
                 len: COOKIE_REPLY_LEN,
+                ..
             } => {
                 stats.count(Counter::CookieRepliesSent, 1);
                 stats.recv_drop(RecvDrop::CookieSent);

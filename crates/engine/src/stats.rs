@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub enum SendDrop {
     /// No peer's allowed IPs cover the destination.
     NoRoute,
-    /// The peer has no endpoint yet.
+    /// A keepalive for a peer with no endpoint yet (data packets wait for one, staged).
     NoEndpoint,
     /// The peer's queue of packets waiting for a handshake was full.
     StagedOverflow,
@@ -107,12 +107,14 @@ pub enum TcpClose {
     Evicted,
     /// Refused at accept: the connection table is full.
     TableFull,
+    /// The least recently used accepted connection of a peer that opened more than its share.
+    PeerOverCap,
     /// No longer configured (peer removed, endpoint changed, listener closed).
     Unconfigured,
 }
 
 impl TcpClose {
-    pub const ALL: [TcpClose; 11] = [
+    pub const ALL: [TcpClose; 12] = [
         TcpClose::ByPeer,
         TcpClose::Error,
         TcpClose::ConnectFailed,
@@ -123,6 +125,7 @@ impl TcpClose {
         TcpClose::Idle,
         TcpClose::Evicted,
         TcpClose::TableFull,
+        TcpClose::PeerOverCap,
         TcpClose::Unconfigured,
     ];
 
@@ -138,6 +141,7 @@ impl TcpClose {
             TcpClose::Idle => "idle",
             TcpClose::Evicted => "evicted_unauthenticated",
             TcpClose::TableFull => "table_full",
+            TcpClose::PeerOverCap => "peer_over_cap",
             TcpClose::Unconfigured => "unconfigured",
         }
     }

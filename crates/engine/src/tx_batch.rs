@@ -226,14 +226,16 @@ impl TxBatch {
             } else {
                 &self.gather[run.gather_at..run.gather_at + run.bytes]
             };
-            let sent = socket.is_some_and(|s| {
+            // A run the kernel took only part of (the one-by-one fallback stopped) counts what left.
+            let sent = socket.map_or(0, |s| {
                 s.send_segments(contents, run.segment, run.endpoint.addr, run.endpoint.local)
-                    .is_ok()
+                    .map_or(0, |n| n.min(run.count))
             });
-            if sent {
-                stats.count(Counter::TxPackets, run.count as u64);
-            } else {
-                stats.send_drop(SendDrop::SendFailed, run.count as u64);
+            if sent > 0 {
+                stats.count(Counter::TxPackets, sent as u64);
+            }
+            if sent < run.count {
+                stats.send_drop(SendDrop::SendFailed, (run.count - sent) as u64);
             }
         }
         self.filled = 0;

@@ -238,6 +238,25 @@ fn roaming_follows_the_peer_to_its_new_port() {
     deliver(&b, &a, &ipv4_udp(B_ADDR, A_ADDR, b"answered there"));
 }
 
+/// B knows A only by key (a server does not know where its clients are): what B sends A before A
+/// connects waits, and arrives once A's handshake told B where A is.
+#[test]
+fn packets_for_a_peer_without_endpoint_wait_for_it_to_connect() {
+    let (a, b) = pair(2);
+    let early = ipv4_udp(B_ADDR, A_ADDR, b"sent before A connected");
+    b.host.inject(&early).unwrap();
+    assert!(a.host.receive(Duration::from_millis(300)).is_none());
+    assert_eq!(stat(&b, "drop_tx_no_endpoint"), 0, "staged, not dropped");
+    // A connects (its first packet starts the handshake and may wait for it as well).
+    let hello = ipv4_udp(A_ADDR, B_ADDR, b"hello");
+    deliver(&a, &b, &hello);
+    let got = a
+        .host
+        .receive(WAIT)
+        .expect("B's early packet arrives once A has connected");
+    assert_eq!(got, early);
+}
+
 #[test]
 fn drops_are_counted_by_reason() {
     let (a, b) = pair(2);

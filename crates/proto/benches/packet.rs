@@ -78,9 +78,9 @@ fn connected_pair(now: Instant) -> (Side, Side) {
         .create_initiation(&a.peer, now, wall, false, &mut init)
         .expect("initiation");
     let mut reply = [0u8; 256];
-    let Incoming::Reply { len } = b
-        .dev
-        .handle_incoming(a.addr, &mut init[..n], now, &mut reply)
+    let Incoming::Reply { len, .. } =
+        b.dev
+            .handle_incoming(a.addr, &mut init[..n], now, &mut reply)
     else {
         panic!("responder did not answer the initiation");
     };

@@ -11,7 +11,7 @@ use crate::session::Keypair;
 use crate::timers::PeerTimers;
 use arc_swap::ArcSwapOption;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -63,6 +63,8 @@ pub struct Peer {
     pub tx_bytes: AtomicU64,
     /// Outgoing packets waiting for a session, oldest first; bounded by [`MAX_STAGED_PACKETS`].
     staged: Mutex<VecDeque<Vec<u8>>>,
+    /// Removed from the device: a handshake still under way for it must not install anything.
+    pub(crate) removed: AtomicBool,
 }
 
 /// Packets kept per peer while a handshake is under way (as wireguard-go's queue of staged packets).
@@ -92,6 +94,7 @@ impl Peer {
             rx_bytes: AtomicU64::new(0),
             tx_bytes: AtomicU64::new(0),
             staged: Mutex::new(VecDeque::new()),
+            removed: AtomicBool::new(false),
         }
     }
 

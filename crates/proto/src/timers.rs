@@ -106,6 +106,9 @@ pub struct PeerTimers {
     pub persistent_keepalive: Deadline,
     /// Another keepalive is owed once the current send_keepalive fires.
     pub keepalive_again: std::sync::atomic::AtomicBool,
+    /// Receiving on a session about to expire asked for a handshake; not again until one completes
+    /// (wireguard-go's sentLastMinuteHandshake).
+    pub sent_last_minute_handshake: std::sync::atomic::AtomicBool,
 }
 
 impl PeerTimers {

@@ -1,142 +1,14 @@
 //! Two sans-IO devices talking to each other: handshake, data, rekey, and every rejection path.
 
+mod common;
+
+use common::*;
 use fastwire_proto::messages::INITIATION_LEN;
 use fastwire_proto::timers::{REJECT_AFTER_TIME, REKEY_AFTER_TIME, REKEY_TIMEOUT};
 use fastwire_proto::{DATA_HEADER_LEN, Device, Incoming, RecvDrop, TAILROOM};
 use proptest::prelude::*;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-
-const MTU: usize = 1420;
-
-struct Side {
-    dev: Device,
-    addr: SocketAddr,
-    peer: Arc<fastwire_proto::Peer>,
-}
-
-fn key(seed: u8) -> [u8; 32] {
-    let mut k = [seed; 32];
-    k[0] &= 248;
-    k[31] = (k[31] & 127) | 64;
-    k
-}
-
-fn public(private: [u8; 32]) -> [u8; 32] {
-    x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(private)).to_bytes()
-}
-
-/// A and B with each other as peers; A owns 10.0.0.1/32, B owns 10.0.0.2/32.
-fn pair(now: Instant, psk: Option<[u8; 32]>) -> (Side, Side) {
-    let (ka, kb) = (key(1), key(2));
-    let mk = |own: [u8; 32], other: [u8; 32], own_ip: [u8; 4], other_ip: [u8; 4], port: u16| {
-        let dev = Device::new(now);
-        dev.set_private_key(Some(own));
-        let peer = dev.add_peer(public(other)).unwrap();
-        peer.set_preshared_key(psk);
-        dev.set_allowed_ips(&peer, true, &[(IpAddr::from(other_ip), 32)])
-            .unwrap();
-        let _ = own_ip;
-        Side {
-            dev,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            peer,
-        }
-    };
-    let a = mk(ka, kb, [10, 0, 0, 1], [10, 0, 0, 2], 1000);
-    let b = mk(kb, ka, [10, 0, 0, 2], [10, 0, 0, 1], 2000);
-    a.peer.set_endpoint(b.addr);
-    (a, b)
-}
-
-fn wall() -> Duration {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-}
-
-/// Wall-clock time that advances with the simulated `now`, so TAI64N timestamps grow with it.
-fn wall_at(now: Instant) -> Duration {
-    static START: std::sync::OnceLock<(Instant, Duration)> = std::sync::OnceLock::new();
-    let (t0, w0) = *START.get_or_init(|| (Instant::now() - Duration::from_secs(3600), wall()));
-    w0 + now.saturating_duration_since(t0)
-}
-
-/// A handshake from `i` to `r`, then the confirming keepalive; returns nothing, panics on failure.
-fn handshake(i: &Side, r: &Side, now: Instant) {
-    let mut init = [0u8; INITIATION_LEN];
-    let n = i
-        .dev
-        .create_initiation(&i.peer, now, wall_at(now), false, &mut init)
-        .expect("initiation");
-    let mut reply = [0u8; 256];
-    let len = match r
-        .dev
-        .handle_incoming(i.addr, &mut init[..n], now, &mut reply)
-    {
-        Incoming::Reply { len } => len,
-        other => panic!("expected a response, got {}", describe(&other)),
-    };
-    let mut scratch = [0u8; 256];
-    match i
-        .dev
-        .handle_incoming(r.addr, &mut reply[..len], now, &mut scratch)
-    {
-        Incoming::HandshakeComplete { .. } => {}
-        other => panic!("expected completion, got {}", describe(&other)),
-    }
-    // The initiator confirms with a keepalive so the responder promotes its session.
-    let mut buf = vec![0u8; DATA_HEADER_LEN + TAILROOM];
-    let s = i.dev.seal(&i.peer, &mut buf, 0, MTU, now).unwrap();
-    match r
-        .dev
-        .handle_incoming(i.addr, &mut buf[..s.len], now, &mut scratch)
-    {
-        Incoming::Keepalive { .. } => {}
-        other => panic!("expected keepalive, got {}", describe(&other)),
-    }
-}
-
-fn describe(i: &Incoming) -> String {
-    match i {
-        Incoming::Data { len, .. } => format!("Data({len})"),
-        Incoming::Keepalive { .. } => "Keepalive".into(),
-        Incoming::Reply { len } => format!("Reply({len})"),
-        Incoming::HandshakeComplete { .. } => "HandshakeComplete".into(),
-        Incoming::CookieAccepted { .. } => "CookieAccepted".into(),
-        Incoming::Dropped(r) => format!("Dropped({r:?})"),
-    }
-}
-
-/// An IPv4 packet from `src` to `dst` with `payload` bytes of body, in a buffer with headroom/tailroom.
-fn ipv4_in_buffer(src: [u8; 4], dst: [u8; 4], payload: usize) -> (Vec<u8>, usize) {
-    let len = 20 + payload;
-    let mut buf = vec![0u8; DATA_HEADER_LEN + len + TAILROOM];
-    let p = &mut buf[DATA_HEADER_LEN..DATA_HEADER_LEN + len];
-    p[0] = 0x45;
-    p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
-    p[12..16].copy_from_slice(&src);
-    p[16..20].copy_from_slice(&dst);
-    for (i, b) in p[20..].iter_mut().enumerate() {
-        *b = i as u8;
-    }
-    (buf, len)
-}
-
-fn send(from: &Side, to: &Side, src: [u8; 4], payload: usize, now: Instant) -> (Vec<u8>, Incoming) {
-    let (mut buf, len) = ipv4_in_buffer(src, [10, 0, 0, 9], payload);
-    let sealed = from
-        .dev
-        .seal(&from.peer, &mut buf, len, MTU, now)
-        .expect("seal");
-    let mut wire = buf[..sealed.len].to_vec();
-    let mut scratch = [0u8; 256];
-    let got = to
-        .dev
-        .handle_incoming(from.addr, &mut wire, now, &mut scratch);
-    (wire, got)
-}
 
 #[test]
 fn handshake_and_data_both_ways() {
@@ -174,7 +46,8 @@ fn mismatched_psk_fails() {
         .create_initiation(&a.peer, now, wall(), false, &mut init)
         .unwrap();
     let mut reply = [0u8; 256];
-    let Incoming::Reply { len } = b.dev.handle_incoming(a.addr, &mut init, now, &mut reply) else {
+    let Incoming::Reply { len, .. } = b.dev.handle_incoming(a.addr, &mut init, now, &mut reply)
+    else {
         panic!("responder cannot see the psk mismatch yet")
     };
     let got = a
@@ -305,7 +178,8 @@ fn under_load_demands_cookie_then_accepts_it() {
         .create_initiation(&a.peer, now, wall(), false, &mut init)
         .unwrap();
     let mut reply = [0u8; 256];
-    let Incoming::Reply { len } = b.dev.handle_incoming(a.addr, &mut init, now, &mut reply) else {
+    let Incoming::Reply { len, .. } = b.dev.handle_incoming(a.addr, &mut init, now, &mut reply)
+    else {
         panic!("expected a cookie reply")
     };
     assert_eq!(len, 64, "a cookie reply, not a handshake response");
@@ -321,7 +195,7 @@ fn under_load_demands_cookie_then_accepts_it() {
         .unwrap();
     let got = b.dev.handle_incoming(a.addr, &mut init, t, &mut reply);
     assert!(
-        matches!(got, Incoming::Reply { len: 92 }),
+        matches!(got, Incoming::Reply { len: 92, .. }),
         "{}",
         describe(&got)
     );
@@ -334,7 +208,7 @@ fn under_load_demands_cookie_then_accepts_it() {
         .dev
         .handle_incoming(other, &mut init, t + Duration::from_millis(30), &mut reply);
     assert!(
-        matches!(got, Incoming::Reply { len: 64 }),
+        matches!(got, Incoming::Reply { len: 64, .. }),
         "{}",
         describe(&got)
     );
@@ -362,7 +236,7 @@ fn cookie_replies_stop_at_the_budget() {
             .create_initiation(&a.peer, t, wall_at(t), true, &mut init)
             .unwrap();
         match b.dev.handle_incoming(a.addr, &mut init, t, &mut [0; 256]) {
-            Incoming::Reply { len: 64 } => replies += 1,
+            Incoming::Reply { len: 64, .. } => replies += 1,
             Incoming::Dropped(RecvDrop::CookieRateLimited) => limited += 1,
             got => panic!("{}", describe(&got)),
         }
@@ -377,7 +251,7 @@ fn cookie_replies_stop_at_the_budget() {
     let other = SocketAddr::from(([127, 0, 0, 1], 1001));
     assert!(matches!(
         b.dev.handle_incoming(other, &mut init, now, &mut [0; 256]),
-        Incoming::Reply { len: 64 }
+        Incoming::Reply { len: 64, .. }
     ));
 }
 
@@ -392,7 +266,7 @@ fn a_handshake_backlog_puts_the_device_under_load() {
         .unwrap();
     let got = b.dev.handle_incoming(a.addr, &mut init, now, &mut [0; 256]);
     assert!(
-        matches!(got, Incoming::Reply { len: 64 }),
+        matches!(got, Incoming::Reply { len: 64, .. }),
         "under load: a cookie reply, {}",
         describe(&got)
     );
@@ -403,7 +277,7 @@ fn a_handshake_backlog_puts_the_device_under_load() {
         .unwrap();
     let got = b.dev.handle_incoming(a.addr, &mut init, t, &mut [0; 256]);
     assert!(
-        matches!(got, Incoming::Reply { len: 92 }),
+        matches!(got, Incoming::Reply { len: 92, .. }),
         "{}",
         describe(&got)
     );
@@ -435,7 +309,7 @@ fn precheck_rejects_what_is_not_worth_queueing() {
         .dev
         .handle_prechecked_handshake(a.addr, &mut init, now, &mut [0; 256]);
     assert!(
-        matches!(got, Incoming::Reply { len: 92 }),
+        matches!(got, Incoming::Reply { len: 92, .. }),
         "{}",
         describe(&got)
     );
@@ -470,6 +344,54 @@ fn rekey_schedule_and_expiry() {
     let dead = later + REJECT_AFTER_TIME;
     let (mut buf, len) = ipv4_in_buffer([10, 0, 0, 1], [10, 0, 0, 9], 10);
     assert!(a.dev.seal(&a.peer, &mut buf, len, MTU, dead).is_err());
+}
+
+/// Receiving on a session we initiated that nears REJECT_AFTER_TIME asks for a handshake once (not per
+/// packet), judged by the current session, not by the one an in-flight packet happened to use.
+#[test]
+fn receive_side_rekey_is_once_and_looks_at_the_current_session() {
+    let now = Instant::now();
+    let (a, b) = pair(now, None);
+    b.peer.set_endpoint(a.addr);
+    let rekey_of = |got: Incoming| match got {
+        Incoming::Data { rekey, .. } => rekey,
+        other => panic!("{}", describe(&other)),
+    };
+    let near_expiry = |t: Instant| t + REJECT_AFTER_TIME - Duration::from_secs(14);
+    handshake(&a, &b, now);
+    let (_, got) = send(&b, &a, [10, 0, 0, 2], 10, now + Duration::from_secs(100));
+    assert!(!rekey_of(got), "a young session");
+    // B sealed this on A's aging session, then made a handshake of its own: A's current session is
+    // now B's (young, and not A's to renew), so the in-flight packet on the old one asks for nothing.
+    let old = near_expiry(now);
+    let (mut inflight, l) = ipv4_in_buffer([10, 0, 0, 2], [10, 0, 0, 9], 10);
+    let s = b.dev.seal(&b.peer, &mut inflight, l, MTU, old).unwrap();
+    handshake(&b, &a, old);
+    let got = a
+        .dev
+        .handle_incoming(b.addr, &mut inflight[..s.len], old, &mut [0u8; 256]);
+    assert!(
+        !rekey_of(got),
+        "the packet's old session is not the current one"
+    );
+    // A session A initiated, near its end, on which A only receives: A asks once, not per packet.
+    let t = old + Duration::from_secs(1);
+    handshake(&a, &b, t);
+    let (_, got) = send(&b, &a, [10, 0, 0, 2], 10, near_expiry(t));
+    assert!(
+        rekey_of(got),
+        "A initiated it and only receives: A must rekey"
+    );
+    let (_, got) = send(&b, &a, [10, 0, 0, 2], 10, near_expiry(t));
+    assert!(!rekey_of(got), "asked once, not per packet");
+    // A completes a handshake of its own: it may ask again on that session when it ages.
+    let t = near_expiry(t) + Duration::from_secs(1);
+    handshake(&a, &b, t);
+    let (_, got) = send(&b, &a, [10, 0, 0, 2], 10, near_expiry(t));
+    assert!(
+        rekey_of(got),
+        "after a completed handshake it may ask again"
+    );
 }
 
 #[test]
@@ -515,7 +437,8 @@ fn timers_retry_then_give_up() {
         }
     }
     assert!(gave_up);
-    assert_eq!(retries, fastwire_proto::timers::MAX_TIMER_HANDSHAKES);
+    // 20 initiations in all, as wireguard-go and the kernel send.
+    assert_eq!(retries, fastwire_proto::timers::MAX_TIMER_HANDSHAKES + 1);
 }
 
 #[test]
@@ -561,13 +484,13 @@ fn crossed_handshakes_leave_both_directions_working() {
         .create_initiation(&b.peer, now, wall_at(now), false, &mut init_b)
         .unwrap();
     let (mut resp_to_a, mut resp_to_b) = ([0u8; 256], [0u8; 256]);
-    let Incoming::Reply { len: la } =
+    let Incoming::Reply { len: la, .. } =
         b.dev
             .handle_incoming(a.addr, &mut init_a, now, &mut resp_to_a)
     else {
         panic!("B answers A")
     };
-    let Incoming::Reply { len: lb } =
+    let Incoming::Reply { len: lb, .. } =
         a.dev
             .handle_incoming(b.addr, &mut init_b, now, &mut resp_to_b)
     else {
@@ -639,7 +562,8 @@ fn confirming_keepalive_is_reported() {
         .create_initiation(&a.peer, now, wall_at(now), false, &mut init)
         .unwrap();
     let mut reply = [0u8; 256];
-    let Incoming::Reply { len } = b.dev.handle_incoming(a.addr, &mut init, now, &mut reply) else {
+    let Incoming::Reply { len, .. } = b.dev.handle_incoming(a.addr, &mut init, now, &mut reply)
+    else {
         panic!("response")
     };
     assert!(matches!(

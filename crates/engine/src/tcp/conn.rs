@@ -31,6 +31,8 @@ pub(crate) struct Conn {
     pub opened: Instant,
     /// The latest authenticated message received (or `opened`).
     pub last_authenticated: Instant,
+    /// Accepted connections: the public key of the peer whose message first authenticated it.
+    pub peer: Option<[u8; 32]>,
     pub rx: FrameBuffer,
     /// Batches waiting for the socket, oldest first; the first is written from `sent_of_first`.
     queue: VecDeque<Vec<u8>>,
@@ -49,6 +51,7 @@ impl Conn {
             role,
             opened: now,
             last_authenticated: now,
+            peer: None,
             rx: FrameBuffer::default(),
             queue: VecDeque::new(),
             sent_of_first: 0,

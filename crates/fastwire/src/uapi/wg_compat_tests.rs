@@ -1,6 +1,8 @@
 //! The real `wg` tool against our server with a fake device: proves `wg`/`wg-quick` can drive
-//! fastwire exactly as they drive wireguard-go. Skipped (with a note) where `wg` is missing or we are
-//! not root, since the socket must live in /var/run/wireguard where `wg` looks.
+//! fastwire exactly as they drive wireguard-go. They need root (the socket must live in
+//! /var/run/wireguard, where `wg` looks) and `wg`, so they are `#[ignore]`d for a plain `cargo test`;
+//! scripts/test.sh (root, wireguard-tools installed) runs them with `--include-ignored`, and there a
+//! missing prerequisite fails them.
 
 use std::io::Write as _;
 use std::process::{Command, Output};
@@ -22,16 +24,16 @@ fn test_iface(suffix: char) -> String {
     format!("fwt{}{suffix}", std::process::id())
 }
 
-fn wg_available() -> bool {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipping: the wg compatibility tests need root for /var/run/wireguard");
-        return false;
-    }
-    if Command::new("wg").arg("--version").output().is_err() {
-        eprintln!("skipping: wg is not installed (apt-get install wireguard-tools)");
-        return false;
-    }
-    true
+/// Fails (never skips) when what the test needs is missing.
+fn require_wg() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the wg compatibility tests need root for /var/run/wireguard"
+    );
+    assert!(
+        Command::new("wg").arg("--version").output().is_ok(),
+        "wg is not installed (apt-get install wireguard-tools)"
+    );
 }
 
 fn start(iface: &str) -> (Arc<FakeDevice>, UapiServer) {
@@ -70,10 +72,9 @@ fn ip(addr: &str, cidr: u8) -> AllowedIp {
 }
 
 #[test]
+#[ignore = "needs root and wg (wireguard-tools): scripts/test.sh runs it"]
 fn uapi_wg_show_dump_and_showconf_read_our_get() {
-    if !wg_available() {
-        return;
-    }
+    require_wg();
     let iface = test_iface('a');
     let (device, server) = start(&iface);
     let private_key = [0x11u8; 32];
@@ -143,10 +144,9 @@ fn uapi_wg_show_dump_and_showconf_read_our_get() {
 }
 
 #[test]
+#[ignore = "needs root and wg (wireguard-tools): scripts/test.sh runs it"]
 fn uapi_wg_set_and_setconf_reach_our_handler() {
-    if !wg_available() {
-        return;
-    }
+    require_wg();
     let iface = test_iface('b');
     let (device, _server) = start(&iface);
     let keys = TempDir::new();
@@ -229,10 +229,9 @@ fn uapi_wg_set_and_setconf_reach_our_handler() {
 /// A TCP listener and TCP peers must not stop `wg` from driving the device: `wg show`, `wg show dump`
 /// and `wg showconf` work and show TCP endpoints as plain IP:PORT, while our own client sees TCP.
 #[test]
+#[ignore = "needs root and wg (wireguard-tools): scripts/test.sh runs it"]
 fn uapi_wg_show_works_with_tcp_listener_and_tcp_peers() {
-    if !wg_available() {
-        return;
-    }
+    require_wg();
     let iface = test_iface('c');
     let (device, _server) = start(&iface);
     let private_key = [0x12u8; 32];

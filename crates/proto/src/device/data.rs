@@ -6,7 +6,7 @@ use super::{Device, Incoming, RecvDrop};
 use crate::endpoint::Endpoint;
 use crate::messages::{self, DATA_HEADER_LEN, Kind};
 use crate::peer::Peer;
-use crate::session::OpenError;
+use crate::session::{Keypair, OpenError};
 use crate::timers::*;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -58,8 +58,8 @@ impl Device {
             self.on_handshake_complete(&peer, now);
         }
         self.on_authenticated_received(&peer, now);
-        let rekey = keypair.we_initiated
-            && keypair.age(now) >= REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT;
+        let rekey =
+            self.last_minute_rekey(&peer, (is_current && !confirmed).then_some(&keypair), now);
         if n == 0 {
             return Incoming::Keepalive { peer, confirmed };
         }
@@ -89,6 +89,24 @@ impl Device {
             rekey,
             confirmed,
         }
+    }
+
+    /// wireguard-go's keepKeyFreshReceiving: the current session (`current`, when the caller holds it
+    /// already) is one we initiated and is near REJECT_AFTER_TIME. Its responder never rekeys on age,
+    /// so if we only receive, nobody would: ask once for a handshake, not again until one completes.
+    fn last_minute_rekey(&self, peer: &Peer, current: Option<&Arc<Keypair>>, now: Instant) -> bool {
+        let flag = &peer.timers.sent_last_minute_handshake;
+        if flag.load(Ordering::Relaxed) {
+            return false;
+        }
+        let aged = |k: &Keypair| {
+            k.we_initiated && k.age(now) > REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT
+        };
+        let due = match current {
+            Some(k) => aged(k),
+            None => peer.current.load().as_deref().is_some_and(aged),
+        };
+        due && !flag.swap(true, Ordering::Relaxed)
     }
 
     /// Encrypts the packet at `buf[DATA_HEADER_LEN..DATA_HEADER_LEN + len]` in place for `peer`.

@@ -19,7 +19,8 @@ pub enum RecvDrop {
     HandshakeQueueFull,
     /// Under load, more handshakes from one source address than its budget (20/s, burst 5).
     RateLimited,
-    /// The handshake did not decrypt, names an unknown peer, or used a low-order key.
+    /// The handshake did not decrypt, names an unknown peer, used a low-order key, or lost a race
+    /// with the removal of its peer or a change of our private key.
     HandshakeAuth,
     /// The initiation's timestamp is not newer than the last one from that peer.
     ReplayedTimestamp,

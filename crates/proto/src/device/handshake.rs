@@ -25,6 +25,7 @@ impl Device {
         retry: bool,
         out: &mut [u8; INITIATION_LEN],
     ) -> Option<usize> {
+        let epoch = self.epoch();
         let identity = self.identity.load_full()?;
         let mut hs = peer.handshake();
         let ss = hs.static_static?;
@@ -37,8 +38,9 @@ impl Device {
             }
             hs.attempts = 0;
         }
+        // A peer removed (or a key replaced) since this began gets no initiation.
+        let index = self.new_index(peer, epoch)?;
         let old = hs.initiator.take().map(|s| s.local_index);
-        let index = self.new_index(IndexEntry::Handshake(peer.clone()));
         let state = noise::create_initiation(
             &identity.keys,
             &peer.public_key,
@@ -78,6 +80,7 @@ impl Device {
         reply: &mut [u8],
         mac1: Mac1,
     ) -> Incoming {
+        let epoch = self.epoch();
         let Some(identity) = self.identity.load_full() else {
             return Incoming::Dropped(RecvDrop::NoIdentity);
         };
@@ -110,7 +113,10 @@ impl Device {
         hs.latest_timestamp = consumed.timestamp;
         hs.last_initiation_received = Some(now);
 
-        let index = self.new_index(IndexEntry::Handshake(peer.clone()));
+        // The peer was removed, or our key replaced, while this was decrypted.
+        let Some(index) = self.new_index(&peer, epoch) else {
+            return Incoming::Dropped(RecvDrop::HandshakeAuth);
+        };
         let mut response = [0u8; RESPONSE_LEN];
         let Some(keys) = noise::create_response(&consumed, &hs.psk, index, &mut response) else {
             drop(hs);
@@ -121,11 +127,6 @@ impl Device {
         };
         hs.cookies.add_macs(&mut response, now);
         drop(hs);
-        let Some(out) = reply.get_mut(..RESPONSE_LEN) else {
-            return Incoming::Dropped(RecvDrop::HandshakeAuth);
-        };
-        out.copy_from_slice(&response);
-
         let keypair = Arc::new(Keypair::new(
             &keys,
             index,
@@ -133,12 +134,25 @@ impl Device {
             false,
             now,
         ));
-        self.install_keypair(&peer, keypair);
+        let Some(out) = reply.get_mut(..RESPONSE_LEN) else {
+            self.index_update(|m| {
+                m.remove(&index);
+            });
+            return Incoming::Dropped(RecvDrop::HandshakeAuth);
+        };
+        // Refused when the peer was removed, or our key replaced, since the initiation was read.
+        if !self.install_keypair(&peer, keypair, epoch) {
+            return Incoming::Dropped(RecvDrop::HandshakeAuth);
+        }
+        out.copy_from_slice(&response);
         peer.set_endpoint(src);
         self.on_session_derived(&peer, now);
         self.on_authenticated_received(&peer, now);
         self.on_authenticated_sent(&peer, now);
-        Incoming::Reply { len: RESPONSE_LEN }
+        Incoming::Reply {
+            len: RESPONSE_LEN,
+            peer: Some(peer),
+        }
     }
 
     pub(super) fn handle_response(
@@ -149,6 +163,7 @@ impl Device {
         reply: &mut [u8],
         mac1: Mac1,
     ) -> Incoming {
+        let epoch = self.epoch();
         let Some(identity) = self.identity.load_full() else {
             return Incoming::Dropped(RecvDrop::NoIdentity);
         };
@@ -172,7 +187,9 @@ impl Device {
             keys
         };
         let keypair = Arc::new(Keypair::new(&keys, receiver, sender, true, now));
-        self.install_keypair(&peer, keypair);
+        if !self.install_keypair(&peer, keypair, epoch) {
+            return Incoming::Dropped(RecvDrop::HandshakeAuth);
+        }
         peer.set_endpoint(src);
         self.on_handshake_complete(&peer, now);
         self.on_session_derived(&peer, now);

@@ -7,6 +7,7 @@ use crate::peer::{KeypairSlots, Peer};
 use crate::session::Keypair;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 #[derive(Clone)]
 pub(super) enum IndexEntry {
@@ -16,26 +17,58 @@ pub(super) enum IndexEntry {
 
 impl Device {
     pub(super) fn index_update(&self, f: impl FnOnce(&mut HashMap<u32, IndexEntry>)) {
-        let _g = lock(&self.index_lock);
-        let mut map = HashMap::clone(&self.indices.load());
-        f(&mut map);
-        self.indices.store(Arc::new(map));
+        self.with_indices(f)
     }
 
-    /// Reserves a fresh random index for `entry`.
-    pub(super) fn new_index(&self, entry: IndexEntry) -> u32 {
-        let mut chosen = 0;
-        self.index_update(|map| {
+    /// Runs `f` on a copy of the index table under the index lock, then publishes the copy.
+    fn with_indices<R>(&self, f: impl FnOnce(&mut HashMap<u32, IndexEntry>) -> R) -> R {
+        let _g = lock(&self.index_lock);
+        let mut map = HashMap::clone(&self.indices.load());
+        let r = f(&mut map);
+        self.indices.store(Arc::new(map));
+        r
+    }
+
+    /// The configuration epoch a handshake starts in: read it before loading the identity, then hand
+    /// it to [`Self::new_index`] and [`Self::install_keypair`].
+    pub(super) fn epoch(&self) -> u64 {
+        self.config_epoch.load(Ordering::SeqCst)
+    }
+
+    /// Whether a handshake for `peer` begun in `epoch` may still add to the index table: not once the
+    /// peer was removed or our private key replaced since. Checked under the index lock, which the
+    /// configuration side takes to mark those changes before it erases the peer's indices, so every
+    /// handshake either lands before the erasure (and is erased with the rest) or is refused.
+    fn admits(&self, peer: &Peer, epoch: u64) -> bool {
+        !peer.removed.load(Ordering::SeqCst) && self.config_epoch.load(Ordering::SeqCst) == epoch
+    }
+
+    /// Marks `peer` removed (see [`Self::admits`]); its indices are erased next.
+    pub(super) fn mark_removed(&self, peer: &Peer) {
+        let _g = lock(&self.index_lock);
+        peer.removed.store(true, Ordering::SeqCst);
+    }
+
+    /// Starts a new configuration epoch: handshakes under way are refused (see [`Self::admits`]).
+    pub(super) fn new_epoch(&self) {
+        let _g = lock(&self.index_lock);
+        self.config_epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Reserves a fresh random index for a handshake of `peer`; `None` if the handshake is stale.
+    pub(super) fn new_index(&self, peer: &Arc<Peer>, epoch: u64) -> Option<u32> {
+        self.with_indices(|map| {
+            if !self.admits(peer, epoch) {
+                return None;
+            }
             loop {
                 let i = crypto::random_u32();
                 if let std::collections::hash_map::Entry::Vacant(slot) = map.entry(i) {
-                    slot.insert(entry);
-                    chosen = i;
-                    return;
+                    slot.insert(IndexEntry::Handshake(peer.clone()));
+                    return Some(i);
                 }
             }
-        });
-        chosen
+        })
     }
 
     /// Erases a peer's sessions and handshake state.
@@ -58,9 +91,21 @@ impl Device {
         }
     }
 
-    /// Installs a new keypair in the peer's slots and the index table.
-    pub(super) fn install_keypair(&self, peer: &Arc<Peer>, keypair: Arc<Keypair>) {
-        let retired: Vec<u32> = {
+    /// Installs a new keypair in the peer's slots and the index table. A stale handshake (see
+    /// [`Self::admits`]) installs nothing and frees its index: returns false.
+    pub(super) fn install_keypair(
+        &self,
+        peer: &Arc<Peer>,
+        keypair: Arc<Keypair>,
+        epoch: u64,
+    ) -> bool {
+        self.with_indices(|map| {
+            if !self.admits(peer, epoch) {
+                map.remove(&keypair.local_index);
+                return false;
+            }
+            // Lock order: the index lock, then the peer's keypair lock (nothing takes them the other
+            // way round).
             let mut slots = peer.keypairs();
             let mut retired = Vec::new();
             if keypair.we_initiated {
@@ -80,15 +125,15 @@ impl Device {
                 retired.extend(slots.previous.take().map(|k| k.local_index));
                 slots.next = Some(keypair.clone());
             }
-            retired
-        };
-        let entry = IndexEntry::Session(peer.clone(), keypair.clone());
-        self.index_update(|map| {
             for i in &retired {
                 map.remove(i);
             }
-            map.insert(keypair.local_index, entry);
-        });
+            map.insert(
+                keypair.local_index,
+                IndexEntry::Session(peer.clone(), keypair.clone()),
+            );
+            true
+        })
     }
 
     /// The responder's `next` keypair proved itself (first data on it): make it current.

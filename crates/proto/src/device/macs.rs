@@ -80,7 +80,10 @@ impl Device {
         match cookie.and_then(|c| Some((c, reply.get_mut(..c.len())?))) {
             Some((cookie, out)) => {
                 out.copy_from_slice(&cookie);
-                Err(Incoming::Reply { len: cookie.len() })
+                Err(Incoming::Reply {
+                    len: cookie.len(),
+                    peer: None,
+                })
             }
             None => Err(Incoming::Dropped(RecvDrop::CookieSent)),
         }

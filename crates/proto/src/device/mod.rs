@@ -56,9 +56,11 @@ pub enum Incoming {
         peer: Arc<Peer>,
         confirmed: bool,
     },
-    /// Send `reply[..len]` back to the source (a handshake response or a cookie reply).
+    /// Send `reply[..len]` back to the source: a handshake response to `peer`'s initiation, or a
+    /// cookie reply (`peer: None`; who sent the initiation is not known before its mac2 is).
     Reply {
         len: usize,
+        peer: Option<Arc<Peer>>,
     },
     /// A handshake we started is complete: send the packets waiting for it, or a keepalive.
     HandshakeComplete {
@@ -96,8 +98,11 @@ pub struct Device {
     indices: ArcSwap<HashMap<u32, IndexEntry>>,
     /// Serialises configuration changes (peers, routes, identity).
     config_lock: Mutex<()>,
-    /// Serialises index-table writes; a leaf lock, never held while taking another.
+    /// Serialises index-table writes. Taken after a peer's handshake lock and before its keypair
+    /// lock, never the other way round.
     index_lock: Mutex<()>,
+    /// Bumped when our private key changes: handshakes begun before are not installed.
+    config_epoch: AtomicU64,
     load: LoadMeter,
     timers_dirty: AtomicBool,
     /// When the timer driver will next wake by itself (0 = it is awake and will recompute).
@@ -122,6 +127,7 @@ impl Device {
             indices: ArcSwap::from_pointee(HashMap::new()),
             config_lock: Mutex::new(()),
             index_lock: Mutex::new(()),
+            config_epoch: AtomicU64::new(0),
             load: LoadMeter {
                 window_start: AtomicU64::new(0),
                 count: AtomicU32::new(0),
@@ -194,12 +200,15 @@ impl Device {
         {
             self.remove_peer_locked(&own);
         }
+        // The new key first, then the new epoch, then the erasure: a handshake still using the old key
+        // read the old epoch, so it is either erased below or refused when it tries to install.
+        self.identity.store(identity.clone());
+        self.new_epoch();
         for peer in self.peers.load().values() {
             let ss = identity.as_ref().and_then(|i| i.keys.dh(&peer.public_key));
             peer.handshake().static_static = ss;
             self.zero_peer(peer);
         }
-        self.identity.store(identity);
     }
 
     pub fn peer(&self, public_key: &Key) -> Option<Arc<Peer>> {
@@ -246,6 +255,7 @@ impl Device {
         let mut routes = AllowedIps::clone(&self.routes.load());
         routes.remove_value(&PeerRef(peer.clone()));
         self.routes.store(Arc::new(routes));
+        self.mark_removed(&peer);
         self.zero_peer(&peer);
         peer.timers.disarm_all();
     }

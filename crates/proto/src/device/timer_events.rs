@@ -61,7 +61,8 @@ impl Device {
         let mut ev = TimerEvents::default();
         if timers.retransmit_handshake.fire(t) {
             let mut hs = peer.handshake();
-            if hs.attempts >= MAX_TIMER_HANDSHAKES {
+            // As wireguard-go and the kernel: MAX_TIMER_HANDSHAKES + 1 retries after the first initiation.
+            if hs.attempts > MAX_TIMER_HANDSHAKES {
                 let abandoned = hs.initiator.take().map(|s| s.local_index);
                 drop(hs);
                 if let Some(index) = abandoned {
@@ -140,6 +141,9 @@ impl Device {
 
     pub(super) fn on_handshake_complete(&self, peer: &Peer, now: Instant) {
         peer.timers.retransmit_handshake.disarm();
+        peer.timers
+            .sent_last_minute_handshake
+            .store(false, Ordering::Relaxed);
         peer.handshake().attempts = 0;
         peer.last_handshake
             .store(self.clock.to_nanos(now), Ordering::Relaxed);

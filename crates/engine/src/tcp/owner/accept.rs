@@ -1,7 +1,10 @@
-//! Accepting connections: the listener's accept loop, and admission — the cap on connections and the
-//! eviction of the oldest unauthenticated connection of the address holding the most.
+//! Accepting connections: the listener's accept loop, and admission — the cap on connections, the
+//! eviction of the oldest unauthenticated connection of the address holding the most, and the cap on
+//! the accepted connections one peer authenticates.
 
-use super::{ACCEPT_RETRY, AUTH_TIMEOUT, MAX_CONNECTIONS, Owner, earliest};
+use super::{
+    ACCEPT_RETRY, AUTH_TIMEOUT, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_PEER, Owner, earliest,
+};
 use crate::stats::{Counter, TcpClose};
 use crate::tcp::conn::{Conn, Role};
 use fastwire_io::udp::canonical;
@@ -88,5 +91,27 @@ impl Owner {
             self.readable.push(slot);
         }
         self.next_housekeeping = earliest(self.next_housekeeping, now + AUTH_TIMEOUT);
+    }
+
+    /// Connection `slot` was just authenticated by `peer`: if that makes more than its share of
+    /// accepted connections, the least recently used others close.
+    pub(super) fn cap_peer(&mut self, slot: usize, peer: &[u8; 32], now: Instant) {
+        let mut others: Vec<(Instant, usize)> = self
+            .conns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let c = c.as_ref()?;
+                (i != slot && c.peer.as_ref() == Some(peer)).then_some((c.last_authenticated, i))
+            })
+            .collect();
+        let over = (others.len() + 1).saturating_sub(MAX_CONNECTIONS_PER_PEER);
+        if over == 0 {
+            return;
+        }
+        others.sort_unstable();
+        for &(_, victim) in &others[..over] {
+            self.close(victim, TcpClose::PeerOverCap, now);
+        }
     }
 }

@@ -6,8 +6,9 @@ use crate::shared::Transmit;
 use crate::stats::{SendDrop, TcpClose};
 use fastwire_proto::framing::{FrameError, length_prefix};
 use fastwire_proto::messages::RESPONSE_LEN;
-use fastwire_proto::{DATA_HEADER_LEN, Endpoint, Incoming, RecvDrop};
+use fastwire_proto::{DATA_HEADER_LEN, Endpoint, Incoming, Peer, RecvDrop};
 use std::io::{ErrorKind, Read};
+use std::sync::Arc;
 use std::time::Instant;
 
 impl Owner {
@@ -21,6 +22,9 @@ impl Owner {
                 Err(ReadEnd::Close(reason)) => self.close(slot, reason, now),
                 Err(ReadEnd::InterfaceGone) => return false,
             }
+        }
+        for (slot, peer) in std::mem::take(&mut self.claimed) {
+            self.cap_peer(slot, &peer, now);
         }
         self.readable.sort_unstable();
         self.readable.dedup();
@@ -81,7 +85,7 @@ impl Owner {
                     Incoming::Keepalive { .. } | Incoming::HandshakeComplete { .. } => true,
                     // A cookie reply proves nothing about who sent it.
                     Incoming::CookieAccepted { .. } => false,
-                    Incoming::Reply { len } => {
+                    Incoming::Reply { len, .. } => {
                         let reply = &self.reply[..*len];
                         let prefix = length_prefix(*len).unwrap_or_default();
                         if !conn.is_authenticated() {
@@ -114,13 +118,28 @@ impl Owner {
                 };
                 shared.follow_up(&mut tx, &incoming, &mut self.scratch, now, stats);
                 // The first authenticated message makes this connection what an endpoint with its
-                // address means.
+                // address means, and one of its peer's.
                 if authenticated && conn.authenticated(now) {
                     self.by_addr.insert(conn.remote, slot);
+                    if let Some(peer) = sender(&incoming) {
+                        conn.peer = Some(peer.public_key);
+                        self.claimed.push((slot, peer.public_key));
+                    }
                 }
             }
         }
         Ok(conn.readable)
+    }
+}
+
+/// The peer an authenticated message came from.
+fn sender(incoming: &Incoming) -> Option<&Arc<Peer>> {
+    match incoming {
+        Incoming::Data { peer, .. }
+        | Incoming::Keepalive { peer, .. }
+        | Incoming::HandshakeComplete { peer } => Some(peer),
+        Incoming::Reply { peer, .. } => peer.as_ref(),
+        _ => None,
     }
 }
 

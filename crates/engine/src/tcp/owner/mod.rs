@@ -48,6 +48,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(180);
 /// Connections of all kinds; beyond it new ones are refused at accept.
 const MAX_CONNECTIONS: usize = 1024;
+/// Accepted connections one peer's key may authenticate: one key cannot fill the table. Beyond it the
+/// peer's least recently used one closes (a roaming client's newest connection is the one it uses).
+const MAX_CONNECTIONS_PER_PEER: usize = 8;
 /// Bytes read from one connection per round before the others get their turn.
 const READ_BUDGET: usize = 256 * 1024;
 /// How soon to try `accept` again after it failed for lack of resources.
@@ -79,6 +82,7 @@ pub(crate) fn run(
         scratch: vec![0; DATA_HEADER_LEN + 65_535 + TAILROOM],
         readable: Vec::new(),
         dirty: Vec::new(),
+        claimed: Vec::new(),
     };
     owner.run();
 }
@@ -116,6 +120,8 @@ struct Owner {
     readable: Vec<usize>,
     /// Connections with new frames queued.
     dirty: Vec<usize>,
+    /// Accepted connections just authenticated, with their peer's key: checked against the cap.
+    claimed: Vec<(usize, [u8; 32])>,
 }
 
 fn earliest(a: Option<Instant>, b: Instant) -> Option<Instant> {

@@ -2,12 +2,18 @@
 //! batched receive (recvmmsg + UDP GRO) and segmented send (UDP GSO) through quinn-udp, options through
 //! socket2.
 
+mod gso;
+
+pub use gso::GSO_RETRY_AFTER;
+
 use crate::sockwait::SocketReadiness;
 use crate::wait::WaitHandle;
+use gso::GsoSwitch;
 use quinn_udp::{Transmit, UdpSockRef, UdpSocketState};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::time::Instant;
 
 /// The receive queue is where a bulk transfer's standing queue builds when the decrypting worker is the
 /// bottleneck: its size is added latency for every packet behind it. Measured on the netns bench
@@ -22,6 +28,7 @@ pub use quinn_udp::RecvMeta;
 pub struct UdpSocket {
     socket: std::net::UdpSocket,
     state: UdpSocketState,
+    gso: GsoSwitch,
     readiness: SocketReadiness,
     dual_stack: bool,
     port: u16,
@@ -117,9 +124,11 @@ impl UdpSocket {
         ignore_icmp_resets(&socket)?;
         let readiness = SocketReadiness::new(&socket)?;
         let port = socket.local_addr()?.port();
+        let gso = GsoSwitch::new(state.max_gso_segments(), Instant::now());
         let s = Self {
             socket,
             state,
+            gso,
             readiness,
             dual_stack,
             port,
@@ -161,6 +170,7 @@ impl UdpSocket {
     /// talks to, so a multi-homed host answers from the address it was asked on).
     pub fn send_to(&self, buf: &[u8], to: SocketAddr, from: Option<IpAddr>) -> io::Result<()> {
         self.send_segments(buf, buf.len().max(1), to, from)
+            .map(drop)
     }
 
     /// The address form this socket's family wants (IPv4 peers as v4-mapped on a dual-stack socket).
@@ -173,13 +183,17 @@ impl UdpSocket {
         }
     }
 
-    /// Datagrams one GSO send may carry on this socket (1 when the kernel lacks UDP GSO).
+    /// Datagrams one GSO send may carry on this socket now: 1 when the kernel lacks UDP GSO, and for
+    /// [`GSO_RETRY_AFTER`] after a GSO send failed.
     pub fn max_gso_segments(&self) -> usize {
-        self.state.max_gso_segments()
+        self.gso.segments(Instant::now)
     }
 
     /// Sends `contents` as datagrams of `segment_size` bytes (the last may be shorter) to one destination
-    /// with a single system call (UDP GSO). Falls back to one send per datagram if the kernel refuses GSO.
+    /// with a single system call (UDP GSO). If the kernel refuses the GSO send, sends one datagram at a
+    /// time and keeps GSO off for a while ([`Self::max_gso_segments`]). Returns how many datagrams left:
+    /// all of them, or — when the one-by-one fallback stopped part-way — those before the failure;
+    /// an error only when none did.
     ///
     /// `from` picks the source address; if the system refuses it (the address went away), the datagrams
     /// leave from whatever address the routing table picks.
@@ -189,9 +203,10 @@ impl UdpSocket {
         segment_size: usize,
         to: SocketAddr,
         from: Option<IpAddr>,
-    ) -> io::Result<()> {
+    ) -> io::Result<usize> {
         let destination = self.native(to);
         let segmented = contents.len() > segment_size;
+        let datagrams = contents.len().div_ceil(segment_size.max(1)).max(1);
         let mut transmit = Transmit {
             destination,
             ecn: None,
@@ -201,33 +216,53 @@ impl UdpSocket {
         };
         let sock = || UdpSockRef::from(&self.socket);
         match self.state.try_send(sock(), &transmit) {
+            Ok(()) => Ok(datagrams),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(e),
             Err(_) if transmit.src_ip.is_some() => {
                 transmit.src_ip = None;
-                self.send_fallback(&transmit)
+                self.send_fallback(&transmit, datagrams)
             }
-            Err(_) if segmented => self.send_fallback(&transmit),
-            other => other,
+            Err(e) if segmented => {
+                if offload_refused(&e) {
+                    self.gso.failed(Instant::now());
+                }
+                self.send_one_by_one(&transmit)
+            }
+            Err(e) => Err(e),
         }
     }
 
     /// A send the kernel refused as asked: without the source address, then one datagram at a time.
-    fn send_fallback(&self, transmit: &Transmit<'_>) -> io::Result<()> {
+    fn send_fallback(&self, transmit: &Transmit<'_>, datagrams: usize) -> io::Result<usize> {
         match self
             .state
             .try_send(UdpSockRef::from(&self.socket), transmit)
         {
+            Ok(()) => Ok(datagrams),
             Err(e) if e.kind() != io::ErrorKind::WouldBlock && transmit.segment_size.is_some() => {
-                for datagram in transmit
-                    .contents
-                    .chunks(transmit.segment_size.unwrap_or(usize::MAX))
-                {
-                    self.socket.send_to(datagram, transmit.destination)?;
+                if offload_refused(&e) {
+                    self.gso.failed(Instant::now());
                 }
-                Ok(())
+                self.send_one_by_one(transmit)
             }
-            other => other,
+            Err(e) => Err(e),
         }
+    }
+
+    /// Each datagram of a refused GSO send on its own; stops at the first failure.
+    fn send_one_by_one(&self, transmit: &Transmit<'_>) -> io::Result<usize> {
+        let mut sent = 0;
+        for datagram in transmit
+            .contents
+            .chunks(transmit.segment_size.unwrap_or(usize::MAX))
+        {
+            match self.socket.send_to(datagram, transmit.destination) {
+                Ok(_) => sent += 1,
+                Err(e) if sent == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(sent)
     }
 
     /// Receives a batch (recvmmsg); with UDP GRO one buffer may hold several datagrams of `meta.stride`
@@ -264,6 +299,15 @@ impl UdpSocket {
     pub fn gro_segments(&self) -> usize {
         self.state.gro_segments()
     }
+}
+
+/// Whether a failed GSO send names the offload itself (EINVAL: a segment above the route's MTU, too
+/// many segments; EIO: a device that cannot segment), not the destination or a full buffer.
+fn offload_refused(e: &io::Error) -> bool {
+    #[cfg(unix)]
+    return matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::EIO));
+    #[cfg(not(unix))]
+    return e.kind() == io::ErrorKind::InvalidInput;
 }
 
 /// Whether socket creation failed because the host has no IPv6.
