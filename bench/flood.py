@@ -8,7 +8,10 @@ A's namespace, handshake initiations with a valid mac1 (it needs only B's public
   - a fresh handshake during the flood: A forgets B (peer removed and re-added) and pings until a reply;
   - B's resident memory before and after, and (fastwire) B's drop counters.
 Systems: fastwire, wireguard-go-2025 (../shared/peers, the fastest userspace WireGuard we know), and
-Debian's wireguard-go. Run as root:  bench/flood.py [--rounds 3] [--seconds 10] [--systems ...]
+Debian's wireguard-go. `--kinds initiation,junk` also floods with random datagrams of the same size (no
+valid mac1), in the same rounds: the ratio under junk is the floor the flood's datagrams and the flooder's
+own CPU set, so the gap between the two is what the handshake path costs.
+Run as root:  bench/flood.py [--rounds 3] [--seconds 10] [--systems ...] [--kinds initiation,junk]
 Writes one JSON line per measurement to stdout and a summary table at the end.
 """
 
@@ -65,7 +68,7 @@ def fresh_handshake_seconds(bed: nb.Testbed, peer_b: str, limit: float) -> float
     return None
 
 
-def measure(bed: nb.Testbed, system: nb.System, opts: argparse.Namespace) -> dict:
+def measure(bed: nb.Testbed, system: nb.System, kind: str, opts: argparse.Namespace) -> dict:
     bed.up(system)
     peer_b = nb.run(bed.in_ns(1, ["wg", "show", bed.iface[1], "public-key"]), timeout=10).stdout.strip()
     alone = bed.iperf([], opts.seconds)
@@ -74,7 +77,8 @@ def measure(bed: nb.Testbed, system: nb.System, opts: argparse.Namespace) -> dic
     flood_for = opts.seconds + 12
     flooder = nb.spawn(bed.in_ns(0, ["python3", str(FLOODER), nb.UNDERLAY[1], str(nb.WG_PORT), peer_b,
                                      "--count", str(int(opts.rate * flood_for) if opts.rate else 10**9),
-                                     "--seconds", str(flood_for), "--rate", str(opts.rate)]),
+                                     "--seconds", str(flood_for), "--rate", str(opts.rate)]
+                                    + (["--junk"] if kind == "junk" else [])),
                        log=bed.workdir / "flooder.log")
     try:
         time.sleep(1)
@@ -95,7 +99,7 @@ def measure(bed: nb.Testbed, system: nb.System, opts: argparse.Namespace) -> dic
                          if any(k in line for k in ("queue", "cookie", "mac1", "rate")))
     bed.down()
     a, f = gbps(alone), gbps(flooded)
-    return {"system": system.name, "alone_gbps": a, "flood_gbps": f, "ratio": f / a if a else 0,
+    return {"system": system.name, "kind": kind, "alone_gbps": a, "flood_gbps": f, "ratio": f / a if a else 0,
             "handshake_s": handshake, "rss_before_mib": rss0 / 1024, "rss_after_mib": rss1 / 1024,
             "tunnel_cpu_s": ticks / nb.CLK_TCK, "flooder": sent,
             "flood_rate": int(rate.group(1)) if rate else 0, "counters": stats}
@@ -107,6 +111,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--rate", type=float, default=0, help="flood datagrams per second (0 = flat out)")
     parser.add_argument("--systems", default="fastwire,wireguard-go-2025")
+    parser.add_argument("--kinds", default="initiation",
+                        help="what to flood with, in turn each round: initiation (valid mac1), junk (random)")
     parser.add_argument("--fastwire", type=Path, default=nb.REPO / "target" / "release" / "fastwire")
     parser.add_argument("--baseline", type=Path,
                         help="another fastwire binary (say, a build of main before a change), measured as "
@@ -123,34 +129,39 @@ def main(argv: list[str]) -> int:
         parser.error(f"unknown system(s) {unknown}; choose from {list(SYSTEMS)}")
     if "wireguard-go-2025" in names and not WG_GO_2025.exists():
         parser.error(f"{WG_GO_2025} is missing")
-    results: dict[str, list[dict]] = {n: [] for n in names}
+    kinds = [k for k in opts.kinds.split(",") if k]
+    if not kinds or any(k not in ("initiation", "junk") for k in kinds):
+        parser.error(f"--kinds takes initiation and/or junk, not {opts.kinds!r}")
+    cells = [(n, k) for n in names for k in kinds]
+    results: dict[tuple[str, str], list[dict]] = {c: [] for c in cells}
     with tempfile.TemporaryDirectory(prefix="fwflood-") as tmp:
         bed = nb.Testbed("fl", Path(tmp), opts)
         try:
             for rnd in range(opts.rounds):
-                for name in names:
+                for name, kind in cells:
                     try:
-                        r = measure(bed, SYSTEMS[name], opts)
+                        r = measure(bed, SYSTEMS[name], kind, opts)
                     except nb.BenchError as e:
-                        r = {"system": name, "error": str(e)}
+                        r = {"system": name, "kind": kind, "error": str(e)}
                         bed.down()
                     r["round"] = rnd + 1
                     print(json.dumps(r), flush=True)
-                    results[name].append(r)
+                    results[(name, kind)].append(r)
         finally:
             bed.down()
             nb.stop_all()
-    print("\n| system | alone Gbit/s | under flood Gbit/s | ratio | fresh handshake s | RSS before/after MiB | flood/s |")
-    print("|---|---|---|---|---|---|---|")
-    for name, rs in results.items():
+    print("\n| system | flood | alone Gbit/s | under flood Gbit/s | ratio | fresh handshake s | RSS before/after MiB "
+          "| flood/s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (name, kind), rs in results.items():
         ok = [r for r in rs if "error" not in r]
         if not ok:
-            print(f"| {name} | error | | | | |")
+            print(f"| {name} | {kind} | error | | | | | |")
             continue
         med = lambda k: statistics.median(r[k] for r in ok)  # noqa: E731
         hs = [r["handshake_s"] for r in ok]
         hs_text = "/".join("timeout" if h is None else f"{h:.2f}" for h in hs)
-        print(f"| {name} | {med('alone_gbps'):.2f} | {med('flood_gbps'):.2f} | {med('ratio'):.2f} | {hs_text} | "
+        print(f"| {name} | {kind} | {med('alone_gbps'):.2f} | {med('flood_gbps'):.2f} | {med('ratio'):.2f} | {hs_text} | "
               f"{med('rss_before_mib'):.0f}/{med('rss_after_mib'):.0f} | {med('flood_rate'):.0f} |")
     return 0
 

@@ -5,8 +5,10 @@ mac1 needs only the target's public key (which is not secret), so anyone can mak
 on these: it is the cheapest attack on a WireGuard responder. Everything else in the messages is random
 (sender index, ephemeral key, encrypted static and timestamp), so none of them completes a handshake.
 
-Usage: handshake_flood.py HOST PORT PUBLIC_KEY_BASE64 --count N --seconds S [--rate R] [--ports P]
+Usage: handshake_flood.py HOST PORT PUBLIC_KEY_BASE64 --count N --seconds S [--rate R] [--ports P] [--junk]
 Stops after N datagrams or S seconds, whichever comes first; R per second at most (0 = as fast as it can).
+--junk sends random 148-byte datagrams instead (no valid mac1): the same load on the socket and the
+flooder's own CPU, none on the handshake path, so the two together tell what the handshakes cost.
 Only the test underlays (10.77.0.0/16, fd77::/64) are allowed targets, so a typo can never aim it elsewhere.
 Prints one line: "sent N initiations in S s (R/s) from P ports, E send errors".
 """
@@ -38,6 +40,11 @@ def initiations(public_key: bytes) -> list[bytes]:
     return out
 
 
+def junk() -> list[bytes]:
+    """Random datagrams of an initiation's size: dropped by any WireGuard at its first check."""
+    return [os.urandom(INITIATION_LEN) for _ in range(VARIANTS)]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("host")
@@ -47,6 +54,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, required=True, help="longest time to send for")
     parser.add_argument("--rate", type=float, default=0, help="datagrams per second at most (0 = no limit)")
     parser.add_argument("--ports", type=int, default=200, help="source ports to spread over (default 200)")
+    parser.add_argument("--junk", action="store_true", help="random datagrams instead of valid-mac1 initiations")
     opts = parser.parse_args()
     target = ipaddress.ip_address(opts.host)
     if not any(target in net for net in ALLOWED):
@@ -61,7 +69,7 @@ def main() -> int:
         s.setblocking(False)
         s.connect((opts.host, opts.port))
         sockets.append(s)
-    messages = initiations(key)
+    messages = junk() if opts.junk else initiations(key)
     sent = errors = 0
     start = time.monotonic()
     deadline = start + opts.seconds
@@ -83,7 +91,7 @@ def main() -> int:
             except (BlockingIOError, ConnectionRefusedError):
                 errors += 1
     elapsed = max(time.monotonic() - start, 1e-6)
-    print(f"sent {sent} initiations in {elapsed:.1f} s ({sent / elapsed:.0f}/s) from {len(sockets)} ports, "
+    print(f"sent {sent} {'junk datagrams' if opts.junk else 'initiations'} in {elapsed:.1f} s ({sent / elapsed:.0f}/s) from {len(sockets)} ports, "
           f"{errors} send errors")
     return 0
 

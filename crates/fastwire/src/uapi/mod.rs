@@ -26,7 +26,7 @@ use fastwire_engine::config::{DeviceSnapshot, DeviceUpdate, SetError};
 #[allow(unused_imports)]
 pub use protocol::{UapiError, format_get, format_set, parse_set};
 #[allow(unused_imports)]
-pub use server::{UapiServer, serve};
+pub use server::{UapiServer, serve, serve_at};
 
 /// Where every userspace WireGuard implementation puts its endpoints: `/var/run/wireguard` on Unix,
 /// the pipe-name prefix `\\.\pipe\ProtectedPrefix\Administrators\WireGuard` on Windows.

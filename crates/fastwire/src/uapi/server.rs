@@ -63,6 +63,12 @@ pub fn serve(iface: &str, handler: Arc<dyn UapiHandler>) -> io::Result<UapiServe
     serve_in(Path::new(SOCKET_DIR), iface, handler, Limits::default())
 }
 
+/// Serves `iface` in the directory (Unix) or pipe-name prefix (Windows) `dir` with the default limits:
+/// for programs that embed the daemon's endpoint elsewhere, and for the fuzzer (`fuzz/`).
+pub fn serve_at(dir: &Path, iface: &str, handler: Arc<dyn UapiHandler>) -> io::Result<UapiServer> {
+    serve_in(dir, iface, handler, Limits::default())
+}
+
 impl UapiServer {
     /// The socket file (or pipe) being served.
     pub fn path(&self) -> &Path {
