@@ -222,12 +222,7 @@ impl UdpSocket {
                 transmit.src_ip = None;
                 self.send_fallback(&transmit, datagrams)
             }
-            Err(e) if segmented => {
-                if offload_refused(&e) {
-                    self.gso.failed(Instant::now());
-                }
-                self.send_one_by_one(&transmit)
-            }
+            Err(e) if segmented => self.gso_refused(&e, &transmit),
             Err(e) => Err(e),
         }
     }
@@ -240,13 +235,19 @@ impl UdpSocket {
         {
             Ok(()) => Ok(datagrams),
             Err(e) if e.kind() != io::ErrorKind::WouldBlock && transmit.segment_size.is_some() => {
-                if offload_refused(&e) {
-                    self.gso.failed(Instant::now());
-                }
-                self.send_one_by_one(transmit)
+                self.gso_refused(&e, transmit)
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// The kernel refused a GSO send with `e`: GSO rests a while if the error names the offload, and
+    /// the datagrams go one by one.
+    fn gso_refused(&self, e: &io::Error, transmit: &Transmit<'_>) -> io::Result<usize> {
+        if offload_refused(e) {
+            self.gso.failed(Instant::now());
+        }
+        self.send_one_by_one(transmit)
     }
 
     /// Each datagram of a refused GSO send on its own; stops at the first failure.

@@ -16,12 +16,8 @@ pub(super) enum IndexEntry {
 }
 
 impl Device {
-    pub(super) fn index_update(&self, f: impl FnOnce(&mut HashMap<u32, IndexEntry>)) {
-        self.with_indices(f)
-    }
-
     /// Runs `f` on a copy of the index table under the index lock, then publishes the copy.
-    fn with_indices<R>(&self, f: impl FnOnce(&mut HashMap<u32, IndexEntry>) -> R) -> R {
+    pub(super) fn index_update<R>(&self, f: impl FnOnce(&mut HashMap<u32, IndexEntry>) -> R) -> R {
         let _g = lock(&self.index_lock);
         let mut map = HashMap::clone(&self.indices.load());
         let r = f(&mut map);
@@ -57,7 +53,7 @@ impl Device {
 
     /// Reserves a fresh random index for a handshake of `peer`; `None` if the handshake is stale.
     pub(super) fn new_index(&self, peer: &Arc<Peer>, epoch: u64) -> Option<u32> {
-        self.with_indices(|map| {
+        self.index_update(|map| {
             if !self.admits(peer, epoch) {
                 return None;
             }
@@ -99,7 +95,7 @@ impl Device {
         keypair: Arc<Keypair>,
         epoch: u64,
     ) -> bool {
-        self.with_indices(|map| {
+        self.index_update(|map| {
             if !self.admits(peer, epoch) {
                 map.remove(&keypair.local_index);
                 return false;
