@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """flood: what a handshake flood costs a tunnel that carries a bulk stream.
 
-Two namespaces (netbench's testbed), one tunnel, one iperf3 TCP stream from A to B. From a third socket in
+Two namespaces (netbench's testbed), one tunnel, one iperf3 TCP stream from A to B. From a third program in
 A's namespace, handshake initiations with a valid mac1 (it needs only B's public key) flood B's port from
-200 source ports (tests/e2e/handshake_flood.py). Per system and round, interleaved:
+200 source ports: `fastwire-loadgen flood` (crates/loadgen; UDP GSO, a small slice of a core) by default,
+or with `--flooder python` tests/e2e/handshake_flood.py (one send per datagram, a whole core of the two).
+Per system and round, interleaved:
   - throughput alone, then throughput under the flood (the ratio is the figure of merit);
   - a fresh handshake during the flood: A forgets B (peer removed and re-added) and pings until a reply;
   - B's resident memory before and after, and (fastwire) B's drop counters.
@@ -29,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import netbench as nb  # noqa: E402
 
-FLOODER = nb.REPO / "tests" / "e2e" / "handshake_flood.py"
+PY_FLOODER = nb.REPO / "tests" / "e2e" / "handshake_flood.py"
 WG_GO_2025 = (nb.REPO / ".." / "shared" / "peers" / "wireguard-go-2025").resolve()
 GO_ENV = {"WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD": "1"}
 
@@ -75,11 +77,15 @@ def measure(bed: nb.Testbed, system: nb.System, kind: str, opts: argparse.Namesp
     pid_b = bed.tunnels[1].pid
     rss0 = rss_kib(pid_b)
     flood_for = opts.seconds + 12
-    flooder = nb.spawn(bed.in_ns(0, ["python3", str(FLOODER), nb.UNDERLAY[1], str(nb.WG_PORT), peer_b,
-                                     "--count", str(int(opts.rate * flood_for) if opts.rate else 10**9),
-                                     "--seconds", str(flood_for), "--rate", str(opts.rate)]
-                                    + (["--junk"] if kind == "junk" else [])),
-                       log=bed.workdir / "flooder.log")
+    count = str(int(opts.rate * flood_for) if opts.rate else 10**9)
+    if opts.flooder == "python":
+        argv = ["python3", str(PY_FLOODER), nb.UNDERLAY[1], str(nb.WG_PORT), peer_b, "--count", count,
+                "--seconds", str(flood_for), "--rate", str(opts.rate)] + (["--junk"] if kind == "junk" else [])
+    else:
+        argv = [str(opts.loadgen), "flood", "--target", f"{nb.UNDERLAY[1]}:{nb.WG_PORT}", "--count", count,
+                "--seconds", str(flood_for), "--rate", str(opts.rate)]
+        argv += ["--send", opts.send] + (["--junk"] if kind == "junk" else ["--public-key", peer_b])
+    flooder = nb.spawn(bed.in_ns(0, argv), log=bed.workdir / "flooder.log")
     try:
         time.sleep(1)
         ticks0 = bed.tunnel_ticks()
@@ -87,6 +93,7 @@ def measure(bed: nb.Testbed, system: nb.System, kind: str, opts: argparse.Namesp
         ticks = bed.tunnel_ticks() - ticks0
         handshake = fresh_handshake_seconds(bed, peer_b, limit=8)
         rss1 = rss_kib(pid_b)
+        flooder_ticks = nb.cpu_ticks(flooder.pid)
     finally:
         flooder.wait(timeout=flood_for + 10)
         nb.stop(flooder)
@@ -101,7 +108,7 @@ def measure(bed: nb.Testbed, system: nb.System, kind: str, opts: argparse.Namesp
     a, f = gbps(alone), gbps(flooded)
     return {"system": system.name, "kind": kind, "alone_gbps": a, "flood_gbps": f, "ratio": f / a if a else 0,
             "handshake_s": handshake, "rss_before_mib": rss0 / 1024, "rss_after_mib": rss1 / 1024,
-            "tunnel_cpu_s": ticks / nb.CLK_TCK, "flooder": sent,
+            "tunnel_cpu_s": ticks / nb.CLK_TCK, "flooder_cpu_s": flooder_ticks / nb.CLK_TCK, "flooder": sent,
             "flood_rate": int(rate.group(1)) if rate else 0, "counters": stats}
 
 
@@ -113,6 +120,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--systems", default="fastwire,wireguard-go-2025")
     parser.add_argument("--kinds", default="initiation",
                         help="what to flood with, in turn each round: initiation (valid mac1), junk (random)")
+    parser.add_argument("--flooder", choices=("loadgen", "python"), default="loadgen",
+                        help="loadgen: target/release/fastwire-loadgen (GSO trains; build it with cargo build "
+                             "--release -p fastwire-loadgen); python: tests/e2e/handshake_flood.py")
+    parser.add_argument("--send", choices=("separate", "gso"), default="separate",
+                        help="loadgen only: separate = sendmmsg, each datagram its own packet (default); gso = "
+                             "64-datagram GSO trains, which the receiver's UDP GRO takes whole")
+    parser.add_argument("--loadgen", type=Path, default=nb.REPO / "target" / "release" / "fastwire-loadgen")
     parser.add_argument("--fastwire", type=Path, default=nb.REPO / "target" / "release" / "fastwire")
     parser.add_argument("--baseline", type=Path,
                         help="another fastwire binary (say, a build of main before a change), measured as "
@@ -129,6 +143,8 @@ def main(argv: list[str]) -> int:
         parser.error(f"unknown system(s) {unknown}; choose from {list(SYSTEMS)}")
     if "wireguard-go-2025" in names and not WG_GO_2025.exists():
         parser.error(f"{WG_GO_2025} is missing")
+    if opts.flooder == "loadgen" and not opts.loadgen.exists():
+        parser.error(f"{opts.loadgen} is missing: cargo build --release -p fastwire-loadgen")
     kinds = [k for k in opts.kinds.split(",") if k]
     if not kinds or any(k not in ("initiation", "junk") for k in kinds):
         parser.error(f"--kinds takes initiation and/or junk, not {opts.kinds!r}")

@@ -7,6 +7,8 @@
 #   FASTWIRE=path   binary (default target/release/fastwire)   PERF=0  skip perf
 #   FASTWIRE_ARGS="--tun-queues 1"   extra daemon arguments
 #   OUT=dir         where perf.data / report.txt / flame.svg go (default /tmp/fastwire-profile)
+#   FLOOD=initiation|junk  also flood B's port from A's namespace during the run (target/release/
+#                   fastwire-loadgen, FLOOD_RATE datagrams/s, default 350000; FLOOD_SEND=separate|gso)
 set -euo pipefail
 SECS=${1:-8}
 STREAMS=${2:-1}
@@ -45,6 +47,12 @@ ip netns exec $NB iperf3 -s -1 >/dev/null 2>&1 &
 sleep 0.3
 ip netns exec $NA iperf3 -c 10.78.0.2 -t "$SECS" -P "$STREAMS" >"$OUT/iperf.txt" &
 IPERF=$!
+if [ -n "${FLOOD:-}" ]; then
+    case $FLOOD in initiation) what=(--public-key "$PB") ;; junk) what=(--junk) ;; *) echo "FLOOD=initiation|junk" >&2; exit 2 ;; esac
+    ip netns exec $NA "$ROOT/target/release/fastwire-loadgen" flood --target 10.77.0.2:51820 "${what[@]}" \
+        --rate "${FLOOD_RATE:-350000}" --send "${FLOOD_SEND:-separate}" --seconds "$SECS" --count 1000000000 \
+        >"$OUT/flood.txt" 2>&1 & PIDS+=($!)
+fi
 sleep 1
 ip netns exec $NA ping -i 0.01 -c $(( (SECS - 2) * 100 )) 10.78.0.2 2>/dev/null | grep -oP 'time=\K[0-9.]+' | sort -n >"$OUT/rtt.txt" &
 PING=$!
@@ -52,6 +60,7 @@ if [ "${PERF:-1}" = 1 ]; then
     perf record -e cpu-clock -g -p "${PIDS[0]},${PIDS[1]}" -o "$OUT/perf.data" -- sleep $((SECS - 2)) 2>/dev/null
 fi
 wait $IPERF $PING
+[ -n "${FLOOD:-}" ] && { wait "${PIDS[-1]}" || true; echo "flood: $(cat "$OUT/flood.txt")"; }
 n=$(wc -l <"$OUT/rtt.txt")
 echo "throughput: $(grep -E 'receiver' "$OUT/iperf.txt" | tail -1 | awk '{print $(NF-2), $(NF-1)}')  streams: $STREAMS"
 echo "ping under load: p50 $(sed -n "$((n / 2))p" "$OUT/rtt.txt") ms  p99 $(sed -n "$((n * 99 / 100))p" "$OUT/rtt.txt") ms  ($n replies)"

@@ -1,10 +1,11 @@
 //! Handshake messages off the data path.
 //!
-//! A worker that receives an initiation, a response or a cookie reply does only the cheap, lock-free part
-//! (shape, mac1) and copies the message into a bounded queue; one handshake thread does the rest (mac2 and
-//! cookie replies under load, the Noise handshake, flushing staged packets). So a flood of handshakes costs
-//! the data path a mac1 check and a copy per message, never a Diffie-Hellman or a cookie reply, and data
-//! never waits behind a handshake. As in the kernel: the queue drops initiations once it is half full
+//! A worker that receives an initiation, a response or a cookie reply screens it where it arrives
+//! ([`fastwire_proto::Device::screen_handshake`]: shape, mac1, and under load mac2 or a budgeted cookie
+//! reply) and copies what passes into a bounded queue; one handshake thread does the rest (the Noise
+//! handshake, flushing staged packets). So a flood of handshakes costs the data path a MAC check per
+//! message (and a cookie reply within a budget of a few thousand a second), never a Diffie-Hellman, and
+//! under load it never reaches the queue or wakes the thread; data never waits behind a handshake. As in the kernel: the queue drops initiations once it is half full
 //! (responses and cookie replies, which answer our own initiations, may fill the rest), and a queue that
 //! holds an eighth of its capacity puts the device under load (cookies demanded) for a second.
 
@@ -54,9 +55,13 @@ impl HandshakeQueue {
         }
     }
 
-    /// Queues a handshake message that passed [`fastwire_proto::Device::precheck_handshake`].
+    /// Queues a handshake message that passed [`fastwire_proto::Device::screen_handshake`].
     /// Call [`HandshakeQueue::wake`] after the batch.
-    pub fn push(&self, src: Endpoint, msg: &[u8]) -> Result<(), RecvDrop> {
+    pub fn push(&self, src: Endpoint, msg: &[u8]) -> Result<(), Incoming> {
+        self.try_push(src, msg).map_err(Incoming::Dropped)
+    }
+
+    fn try_push(&self, src: Endpoint, msg: &[u8]) -> Result<(), RecvDrop> {
         let depth = self.jobs.len();
         let initiation = msg.first() == Some(&TYPE_INITIATION);
         if msg.len() > INITIATION_LEN {
@@ -135,7 +140,7 @@ pub(crate) fn run(shared: Arc<Shared>, stats: Arc<WorkerStats>) {
             let msg = &mut job.msg[..job.len];
             let incoming = shared
                 .device
-                .handle_prechecked_handshake(job.src, msg, now, &mut reply);
+                .handle_screened_handshake(job.src, msg, now, &mut reply);
             match &incoming {
                 Incoming::Reply { len, .. } => {
                     let sent = tx.udp.is_some_and(|s| {
@@ -173,15 +178,15 @@ mod tests {
         let mut resp = [0u8; RESPONSE_LEN];
         resp[0] = TYPE_RESPONSE;
         let queued = (0..QUEUE_CAPACITY)
-            .filter(|_| q.push(src, &init).is_ok())
+            .filter(|_| q.try_push(src, &init).is_ok())
             .count();
         assert_eq!(queued, INITIATIONS_UP_TO);
-        assert_eq!(q.push(src, &init), Err(RecvDrop::HandshakeQueueFull));
+        assert_eq!(q.try_push(src, &init), Err(RecvDrop::HandshakeQueueFull));
         let answers = (0..QUEUE_CAPACITY)
-            .filter(|_| q.push(src, &resp).is_ok())
+            .filter(|_| q.try_push(src, &resp).is_ok())
             .count();
         assert_eq!(answers, QUEUE_CAPACITY - INITIATIONS_UP_TO);
-        assert_eq!(q.push(src, &resp), Err(RecvDrop::HandshakeQueueFull));
+        assert_eq!(q.try_push(src, &resp), Err(RecvDrop::HandshakeQueueFull));
         // Queued messages come out whole and in order.
         let first = q.jobs.pop().unwrap();
         assert_eq!(
@@ -195,6 +200,6 @@ mod tests {
         let q = HandshakeQueue::new();
         let big = [1u8; INITIATION_LEN + 1];
         let src = Endpoint::udp(SocketAddr::from(([10, 0, 0, 1], 1)));
-        assert_eq!(q.push(src, &big), Err(RecvDrop::Malformed));
+        assert_eq!(q.try_push(src, &big), Err(RecvDrop::Malformed));
     }
 }

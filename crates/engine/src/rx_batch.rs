@@ -71,19 +71,20 @@ impl RxBatch {
                 let start = base + offset;
                 let datagram = &mut self.arena[start..start + seg_len];
                 offset += seg_len;
-                if is_handshake(datagram) {
-                    // Off the data path: the handshake thread does the costly part.
-                    match shared
-                        .device
-                        .precheck_handshake(datagram)
-                        .and_then(|()| shared.handshakes.push(from, datagram))
-                    {
-                        Ok(()) => queued_handshakes = true,
-                        Err(reason) => stats.recv_drop(reason),
+                let incoming = if is_handshake(datagram) {
+                    // Screened here (MACs, load, cookie replies); the Noise handshake is the
+                    // handshake thread's.
+                    let screened = shared.device.screen_handshake(from, datagram, now, reply);
+                    match screened.and_then(|()| shared.handshakes.push(from, datagram)) {
+                        Ok(()) => {
+                            queued_handshakes = true;
+                            continue;
+                        }
+                        Err(answer) => answer,
                     }
-                    continue;
-                }
-                let incoming = shared.device.handle_incoming(from, datagram, now, reply);
+                } else {
+                    shared.device.handle_incoming(from, datagram, now, reply)
+                };
                 match &incoming {
                     Incoming::Data { len, .. } => {
                         self.plaintexts.push((start + DATA_HEADER_LEN, *len));

@@ -3,7 +3,7 @@
 //! [`CookieChecker`] is our side as a receiver of handshakes; [`CookieGenerator`] is kept per peer and adds
 //! the MACs to the handshakes we send, remembering any cookie the peer gave us.
 
-use crate::crypto::{self, Key, MAC_LEN, hash, mac};
+use crate::crypto::{self, Key, MAC_LEN, PrekeyedMac, hash, mac};
 use crate::messages::{COOKIE_REPLY_LEN, TYPE_COOKIE_REPLY, cookie};
 use std::net::SocketAddr;
 use std::sync::{Mutex, PoisonError};
@@ -42,7 +42,7 @@ fn address_bytes(src: &SocketAddr) -> ([u8; 18], usize) {
 /// mac1's key never changes, so checking mac1 takes no lock: every worker can reject a flood of bad
 /// handshakes in parallel. Only the cookie secret (rotated every two minutes) sits behind a small lock.
 pub struct CookieChecker {
-    mac1_key: Key,
+    mac1: PrekeyedMac,
     cookie_key: Key,
     secret: Mutex<CookieSecret>,
 }
@@ -55,7 +55,7 @@ struct CookieSecret {
 impl CookieChecker {
     pub fn new(our_public: &Key) -> Self {
         Self {
-            mac1_key: hash(&[LABEL_MAC1, our_public]),
+            mac1: PrekeyedMac::new(&hash(&[LABEL_MAC1, our_public])),
             cookie_key: hash(&[LABEL_COOKIE, our_public]),
             secret: Mutex::new(CookieSecret {
                 value: [0; 32],
@@ -70,7 +70,7 @@ impl CookieChecker {
         let Some((m1, m2)) = mac_offsets(msg.len()) else {
             return false;
         };
-        let expected = mac(&self.mac1_key, &msg[..m1]);
+        let expected = self.mac1.mac(&msg[..m1]);
         constant_time_eq(&expected, &msg[m1..m2])
     }
 
@@ -142,7 +142,7 @@ impl CookieChecker {
 
 /// Per peer: adds mac1/mac2 to the handshakes we send and keeps the peer's latest cookie.
 pub struct CookieGenerator {
-    mac1_key: Key,
+    mac1: PrekeyedMac,
     cookie_key: Key,
     last_mac1: Option<[u8; MAC_LEN]>,
     cookie: Option<([u8; MAC_LEN], Instant)>,
@@ -151,7 +151,7 @@ pub struct CookieGenerator {
 impl CookieGenerator {
     pub fn new(peer_public: &Key) -> Self {
         Self {
-            mac1_key: hash(&[LABEL_MAC1, peer_public]),
+            mac1: PrekeyedMac::new(&hash(&[LABEL_MAC1, peer_public])),
             cookie_key: hash(&[LABEL_COOKIE, peer_public]),
             last_mac1: None,
             cookie: None,
@@ -164,7 +164,7 @@ impl CookieGenerator {
         let Some((m1, m2)) = mac_offsets(msg.len()) else {
             return false;
         };
-        let mac1 = mac(&self.mac1_key, &msg[..m1]);
+        let mac1 = self.mac1.mac(&msg[..m1]);
         msg[m1..m2].copy_from_slice(&mac1);
         self.last_mac1 = Some(mac1);
         let mac2 = match self.cookie {

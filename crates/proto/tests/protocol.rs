@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use fastwire_proto::messages::INITIATION_LEN;
 use fastwire_proto::timers::{REJECT_AFTER_TIME, REKEY_AFTER_TIME, REKEY_TIMEOUT};
-use fastwire_proto::{DATA_HEADER_LEN, Device, Incoming, RecvDrop, TAILROOM};
+use fastwire_proto::{DATA_HEADER_LEN, Device, Endpoint, Incoming, RecvDrop, TAILROOM};
 use proptest::prelude::*;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -283,36 +283,94 @@ fn a_handshake_backlog_puts_the_device_under_load() {
     );
 }
 
-#[test]
-fn precheck_rejects_what_is_not_worth_queueing() {
-    let now = Instant::now();
-    let (a, b) = pair(now, None);
-    let mut init = [0u8; INITIATION_LEN];
-    a.dev
-        .create_initiation(&a.peer, now, wall(), false, &mut init)
-        .unwrap();
-    assert_eq!(b.dev.precheck_handshake(&init), Ok(()));
-    let mut bad = init;
-    bad[120] ^= 1;
-    assert_eq!(b.dev.precheck_handshake(&bad), Err(RecvDrop::BadMac1));
-    assert_eq!(
-        b.dev.precheck_handshake(&init[..100]),
-        Err(RecvDrop::Malformed)
-    );
-    let mut data = [0u8; 48];
-    data[0] = 4;
-    assert_eq!(b.dev.precheck_handshake(&data), Err(RecvDrop::Malformed));
-    let keyless = Device::new(now);
-    assert_eq!(keyless.precheck_handshake(&init), Err(RecvDrop::NoIdentity));
-    // A checked message is handled as any other, without its mac1 computed again.
-    let got = b
-        .dev
-        .handle_prechecked_handshake(a.addr, &mut init, now, &mut [0; 256]);
+/// A screened initiation is handled as any other, without its MACs checked again: answered.
+fn answers_screened_initiation(dev: &Device, from: SocketAddr, init: &mut [u8], now: Instant) {
+    let got = dev.handle_screened_handshake(from, init, now, &mut [0; 256]);
     assert!(
         matches!(got, Incoming::Reply { len: 92, .. }),
         "{}",
         describe(&got)
     );
+}
+
+#[test]
+fn screening_rejects_what_is_not_worth_queueing() {
+    let now = Instant::now();
+    let (a, b) = pair(now, None);
+    let from = Endpoint::from(a.addr);
+    let mut init = [0u8; INITIATION_LEN];
+    a.dev
+        .create_initiation(&a.peer, now, wall(), false, &mut init)
+        .unwrap();
+    let screen = |dev: &Device, msg: &[u8]| dev.screen_handshake(from, msg, now, &mut [0; 256]);
+    let dropped = |r: Result<(), Incoming>| match r {
+        Err(Incoming::Dropped(reason)) => Some(reason),
+        _ => None,
+    };
+    assert!(screen(&b.dev, &init).is_ok());
+    let mut bad = init;
+    bad[120] ^= 1;
+    assert_eq!(dropped(screen(&b.dev, &bad)), Some(RecvDrop::BadMac1));
+    assert_eq!(
+        dropped(screen(&b.dev, &init[..100])),
+        Some(RecvDrop::Malformed)
+    );
+    let mut data = [0u8; 48];
+    data[0] = 4;
+    assert_eq!(dropped(screen(&b.dev, &data)), Some(RecvDrop::Malformed));
+    let keyless = Device::new(now);
+    assert_eq!(dropped(screen(&keyless, &init)), Some(RecvDrop::NoIdentity));
+    answers_screened_initiation(&b.dev, a.addr, &mut init, now);
+}
+
+#[test]
+fn under_load_screening_answers_with_cookies_within_the_budget() {
+    let now = Instant::now();
+    let (a, b) = pair(now, None);
+    b.dev.set_under_load_threshold(0);
+    let mut init = [0u8; INITIATION_LEN];
+    a.dev
+        .create_initiation(&a.peer, now, wall(), false, &mut init)
+        .unwrap();
+    let from = Endpoint::from(a.addr);
+    let mut reply = [0u8; 256];
+    // Under load, an initiation without mac2 is answered with a cookie reply, never queued.
+    let first = b.dev.screen_handshake(from, &init, now, &mut reply);
+    assert!(
+        matches!(
+            first,
+            Err(Incoming::Reply {
+                len: 64,
+                peer: None
+            })
+        ),
+        "{}",
+        first.as_ref().err().map_or("queued".into(), describe)
+    );
+    // One source's cookie budget runs out: the rest is refused where it arrives.
+    let refused = (0..50)
+        .filter(|_| {
+            matches!(
+                b.dev.screen_handshake(from, &init, now, &mut reply),
+                Err(Incoming::Dropped(RecvDrop::CookieRateLimited))
+            )
+        })
+        .count();
+    assert!(refused >= 40, "{refused} of 50 refused");
+    // With the cookie, the initiation passes the screen and completes the handshake.
+    let cookie = a
+        .dev
+        .handle_incoming(b.addr, &mut reply[..64], now, &mut [0; 256]);
+    assert!(
+        matches!(cookie, Incoming::CookieAccepted { .. }),
+        "{}",
+        describe(&cookie)
+    );
+    a.dev
+        .create_initiation(&a.peer, now, wall(), true, &mut init)
+        .unwrap();
+    assert!(b.dev.screen_handshake(from, &init, now, &mut reply).is_ok());
+    answers_screened_initiation(&b.dev, a.addr, &mut init, now);
 }
 
 #[test]

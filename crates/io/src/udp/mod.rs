@@ -58,6 +58,14 @@ pub const MAX_GROUP: usize = if cfg!(target_os = "linux") {
     1
 };
 
+/// The descriptor, for system calls this type does not wrap (a load generator's sendmmsg).
+#[cfg(unix)]
+impl std::os::fd::AsRawFd for UdpSocket {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.socket)
+    }
+}
+
 impl UdpSocket {
     /// Binds `count` sockets to one port (0 = a random one) with SO_REUSEPORT, so the kernel spreads
     /// peers over them by flow hash and keeps each peer's datagrams on one socket (one worker, in
@@ -173,7 +181,12 @@ impl UdpSocket {
             .map(drop)
     }
 
-    /// The address form this socket's family wants (IPv4 peers as v4-mapped on a dual-stack socket).
+    /// The address form this socket's family wants (IPv4 peers as v4-mapped on a dual-stack socket), for
+    /// a caller that sends through the descriptor itself.
+    pub fn native_address(&self, to: SocketAddr) -> SocketAddr {
+        self.native(to)
+    }
+
     fn native(&self, to: SocketAddr) -> SocketAddr {
         match to {
             SocketAddr::V4(a) if self.dual_stack => {

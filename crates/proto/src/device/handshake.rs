@@ -2,7 +2,7 @@
 //! initiations (answered with a response), responses (completing our handshake) and cookie replies.
 
 use super::index::IndexEntry;
-use super::macs::Mac1;
+use super::macs::Macs;
 use super::{Device, Incoming, RecvDrop};
 use crate::endpoint::Endpoint;
 use crate::messages::{self, INITIATION_LEN, Kind, RESPONSE_LEN};
@@ -78,14 +78,14 @@ impl Device {
         msg: &[u8],
         now: Instant,
         reply: &mut [u8],
-        mac1: Mac1,
+        macs: Macs,
     ) -> Incoming {
         let epoch = self.epoch();
         let Some(identity) = self.identity.load_full() else {
             return Incoming::Dropped(RecvDrop::NoIdentity);
         };
         let sender = messages::le32(msg, messages::init::SENDER);
-        if let Err(r) = self.check_macs(&identity, src, msg, sender, now, reply, mac1) {
+        if let Err(r) = self.check_macs(&identity, src, msg, sender, now, reply, macs) {
             return r;
         }
         let peers = self.peers.load();
@@ -161,14 +161,14 @@ impl Device {
         msg: &[u8],
         now: Instant,
         reply: &mut [u8],
-        mac1: Mac1,
+        macs: Macs,
     ) -> Incoming {
         let epoch = self.epoch();
         let Some(identity) = self.identity.load_full() else {
             return Incoming::Dropped(RecvDrop::NoIdentity);
         };
         let sender = noise::response_sender(msg);
-        if let Err(r) = self.check_macs(&identity, src, msg, sender, now, reply, mac1) {
+        if let Err(r) = self.check_macs(&identity, src, msg, sender, now, reply, macs) {
             return r;
         }
         let receiver = messages::receiver_index(Kind::Response, msg);

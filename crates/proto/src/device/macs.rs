@@ -6,10 +6,10 @@ use crate::endpoint::Endpoint;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
-/// Whether a handshake's mac1 was already verified (by [`Device::precheck_handshake`]).
+/// Whether a handshake already passed [`Device::screen_handshake`] (all of [`Device::check_macs`]).
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum Mac1 {
-    Checked,
+pub(super) enum Macs {
+    Screened,
     Unchecked,
 }
 
@@ -45,8 +45,8 @@ impl LoadMeter {
 }
 
 impl Device {
-    /// Checks mac1 (unless already checked) and, under load, mac2; a handshake without a valid mac2 is
-    /// answered with a cookie reply (written into `reply`) while the cookie budget lasts.
+    /// Checks mac1 and, under load, mac2; a handshake without a valid mac2 is answered with a cookie
+    /// reply (written into `reply`) while the cookie budget lasts. Nothing for a screened message.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn check_macs(
         &self,
@@ -56,10 +56,13 @@ impl Device {
         sender: u32,
         now: Instant,
         reply: &mut [u8],
-        mac1: Mac1,
+        macs: Macs,
     ) -> Result<(), Incoming> {
+        if macs == Macs::Screened {
+            return Ok(());
+        }
         let checker = &identity.checker;
-        if mac1 == Mac1::Unchecked && !checker.check_mac1(msg) {
+        if !checker.check_mac1(msg) {
             return Err(Incoming::Dropped(RecvDrop::BadMac1));
         }
         if !self.load.record(self.clock.to_nanos(now)) {

@@ -30,7 +30,7 @@ use crate::ratelimit::{CookieReplyLimiter, RateLimiter};
 use crate::timers::*;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use index::IndexEntry;
-use macs::{LoadMeter, Mac1};
+use macs::{LoadMeter, Macs};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -151,23 +151,31 @@ impl Device {
         self.load.backlog(self.clock.to_nanos(now));
     }
 
-    /// The cheap, lock-free part of handling a handshake message, for a caller that queues handshakes:
-    /// the message must have a handshake's shape, we must have a private key, and mac1 must be ours.
-    /// A message that fails this is not worth a place in a queue.
-    pub fn precheck_handshake(&self, msg: &[u8]) -> Result<(), RecvDrop> {
-        match messages::classify(msg) {
-            Some(Kind::Initiation | Kind::Response) => {}
-            // Cookie replies carry no mac1; they are authenticated by the peer's own key.
+    /// Every check a handshake message passes before the Noise handshake, for a caller that queues
+    /// handshakes for another thread (the engine's workers): the shape, our private key, mac1, and under
+    /// load mac2 or — within the cookie budget — a cookie reply, written into `reply` (`Err(Reply)`: send
+    /// it back to `src`). `Ok(())`: worth a place in the queue; hand it to
+    /// [`Device::handle_screened_handshake`], which does not check the MACs again. So a flood is refused
+    /// where it arrives, in parallel, and never reaches the queue or wakes its thread. Cookie replies
+    /// (authenticated later by the peer's own key) always pass.
+    pub fn screen_handshake(
+        &self,
+        src: Endpoint,
+        msg: &[u8],
+        now: Instant,
+        reply: &mut [u8],
+    ) -> Result<(), Incoming> {
+        let sender = match messages::classify(msg) {
+            Some(Kind::Initiation) => messages::le32(msg, messages::init::SENDER),
+            Some(Kind::Response) => crate::noise::response_sender(msg),
             Some(Kind::CookieReply) => return Ok(()),
-            Some(Kind::Data) | None => return Err(RecvDrop::Malformed),
-        }
+            Some(Kind::Data) | None => return Err(Incoming::Dropped(RecvDrop::Malformed)),
+        };
         let identity = self.identity.load();
-        let identity = identity.as_ref().ok_or(RecvDrop::NoIdentity)?;
-        if identity.checker.check_mac1(msg) {
-            Ok(())
-        } else {
-            Err(RecvDrop::BadMac1)
-        }
+        let identity = identity
+            .as_ref()
+            .ok_or(Incoming::Dropped(RecvDrop::NoIdentity))?;
+        self.check_macs(identity, src, msg, sender, now, reply, Macs::Unchecked)
     }
 
     // ----- configuration -----
@@ -326,20 +334,19 @@ impl Device {
         now: Instant,
         reply: &mut [u8],
     ) -> Incoming {
-        self.dispatch(src.into(), msg, now, reply, Mac1::Unchecked)
+        self.dispatch(src.into(), msg, now, reply, Macs::Unchecked)
     }
 
-    /// Handles a handshake message that already passed [`Device::precheck_handshake`] (whose mac1 is
-    /// known to be good, so it is not computed again); anything else is handled as by
-    /// [`Device::handle_incoming`].
-    pub fn handle_prechecked_handshake(
+    /// Handles a handshake message that passed [`Device::screen_handshake`] (its MACs and the load
+    /// checks are not done again); anything else is handled as by [`Device::handle_incoming`].
+    pub fn handle_screened_handshake(
         &self,
         src: impl Into<Endpoint>,
         msg: &mut [u8],
         now: Instant,
         reply: &mut [u8],
     ) -> Incoming {
-        self.dispatch(src.into(), msg, now, reply, Mac1::Checked)
+        self.dispatch(src.into(), msg, now, reply, Macs::Screened)
     }
 
     fn dispatch(
@@ -348,13 +355,13 @@ impl Device {
         msg: &mut [u8],
         now: Instant,
         reply: &mut [u8],
-        mac1: Mac1,
+        macs: Macs,
     ) -> Incoming {
         match messages::classify(msg) {
             None => Incoming::Dropped(RecvDrop::Malformed),
             Some(Kind::Data) => self.handle_data(src, msg, now),
-            Some(Kind::Initiation) => self.handle_initiation(src, msg, now, reply, mac1),
-            Some(Kind::Response) => self.handle_response(src, msg, now, reply, mac1),
+            Some(Kind::Initiation) => self.handle_initiation(src, msg, now, reply, macs),
+            Some(Kind::Response) => self.handle_response(src, msg, now, reply, macs),
             Some(Kind::CookieReply) => self.handle_cookie_reply(msg, now),
         }
     }
