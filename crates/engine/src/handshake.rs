@@ -5,9 +5,10 @@
 //! reply) and copies what passes into a bounded queue; one handshake thread does the rest (the Noise
 //! handshake, flushing staged packets). So a flood of handshakes costs the data path a MAC check per
 //! message (and a cookie reply within a budget of a few thousand a second), never a Diffie-Hellman, and
-//! under load it never reaches the queue or wakes the thread; data never waits behind a handshake. As in the kernel: the queue drops initiations once it is half full
-//! (responses and cookie replies, which answer our own initiations, may fill the rest), and a queue that
-//! holds an eighth of its capacity puts the device under load (cookies demanded) for a second.
+//! under load it never reaches the queue or wakes the thread; data never waits behind a handshake.
+//! As in the kernel: the queue drops initiations once it is half full (responses and cookie replies,
+//! which answer our own initiations, may fill the rest), and a queue that holds an eighth of its
+//! capacity puts the device under load (cookies demanded) for a second.
 
 use crate::shared::{Shared, Transmit};
 use crate::stats::{SendDrop, WorkerStats};
