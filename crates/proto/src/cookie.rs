@@ -74,6 +74,12 @@ impl CookieChecker {
         constant_time_eq(&expected, &msg[m1..m2])
     }
 
+    /// True if `msg` carries a mac2 at all (not all zeros: a sender without a cookie sends zeros). Safe on
+    /// any input; false if `msg` is too short to carry the MACs.
+    pub fn carries_mac2(msg: &[u8]) -> bool {
+        mac_offsets(msg.len()).is_some_and(|(_, m2)| msg[m2..].iter().any(|&b| b != 0))
+    }
+
     /// True if `msg` (received from `src`) ends with a valid mac2: a MAC under the cookie we would give
     /// `src` now. An all-zero mac2 (a sender that has no cookie) is rejected without computing anything.
     /// Safe on any input.
@@ -81,7 +87,7 @@ impl CookieChecker {
         let Some((_, m2)) = mac_offsets(msg.len()) else {
             return false;
         };
-        if msg[m2..].iter().all(|&b| b == 0) {
+        if !Self::carries_mac2(msg) {
             return false;
         }
         let Some(cookie) = self.current_cookie(src, now) else {

@@ -45,6 +45,13 @@ impl Rate {
         }
     }
 
+    /// True if `bucket` holds a token now; takes nothing.
+    fn holds_token(self, bucket: &Bucket, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(bucket.last).as_nanos();
+        let elapsed = u64::try_from(elapsed).unwrap_or(u64::MAX);
+        bucket.credit.saturating_add(elapsed).min(self.max_credit) >= self.nanos_per_token
+    }
+
     fn take(self, bucket: &mut Bucket, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(bucket.last).as_nanos();
         let elapsed = u64::try_from(elapsed).unwrap_or(u64::MAX);
@@ -84,6 +91,13 @@ impl<K: Hash + Eq + Copy> Buckets<K> {
         let rate = self.rate;
         let bucket = self.map.entry(key).or_insert_with(|| rate.full(now));
         rate.take(bucket, now)
+    }
+
+    /// True if `allow(key, now)` would succeed; changes nothing. A source not yet tracked starts full.
+    fn would_allow(&self, key: K, now: Instant) -> bool {
+        self.map
+            .get(&key)
+            .is_none_or(|bucket| self.rate.holds_token(bucket, now))
     }
 }
 
@@ -139,6 +153,16 @@ impl CookieReplyLimiter {
         // The per-source check first: a source over its own budget does not spend the shared one.
         self.per_source.allow(src, now) && rate.take(total, now)
     }
+
+    /// True if [`allow`](Self::allow) would succeed now; takes nothing. Lets a caller skip the work of
+    /// checking a message that could only have earned a reply the budget no longer has.
+    pub fn would_allow(&self, src: SocketAddr, now: Instant) -> bool {
+        let total_holds = self
+            .total
+            .as_ref()
+            .is_none_or(|total| self.total_rate.holds_token(total, now));
+        total_holds && self.per_source.would_allow(src, now)
+    }
 }
 
 #[cfg(test)]
@@ -170,6 +194,22 @@ mod tests {
             rl.allow(IpAddr::from(i.to_be_bytes()), now);
         }
         assert!(rl.buckets.map.len() <= MAX_ENTRIES);
+    }
+
+    #[test]
+    fn would_allow_predicts_allow_and_takes_nothing() {
+        let mut cl = CookieReplyLimiter::default();
+        let now = Instant::now();
+        let src = SocketAddr::from(([10, 0, 0, 1], 1));
+        let (_, burst) = COOKIE_REPLIES_PER_SOURCE;
+        for _ in 0..burst {
+            assert!(cl.would_allow(src, now) && cl.would_allow(src, now));
+            assert!(cl.allow(src, now));
+        }
+        assert!(!cl.would_allow(src, now));
+        assert!(!cl.allow(src, now));
+        assert!(cl.would_allow(src, now + Duration::from_millis(110)));
+        assert!(cl.would_allow(SocketAddr::from(([10, 0, 0, 1], 2)), now));
     }
 
     #[test]

@@ -357,6 +357,22 @@ fn under_load_screening_answers_with_cookies_within_the_budget() {
         })
         .count();
     assert!(refused >= 40, "{refused} of 50 refused");
+    // With the budget spent, a message without mac2 could earn nothing, so it is refused before mac1 is
+    // computed: a broken mac1 is counted against the budget, not as a bad mac1.
+    let mut broken = init;
+    broken[INITIATION_LEN - 20] ^= 1;
+    let screened =
+        |msg: &[u8], from: Endpoint| match b.dev.screen_handshake(from, msg, now, &mut [0; 256]) {
+            Err(Incoming::Dropped(reason)) => Some(reason),
+            _ => None,
+        };
+    assert_eq!(screened(&broken, from), Some(RecvDrop::CookieRateLimited));
+    // A source with budget left, or a message carrying a mac2, still has its mac1 checked.
+    let elsewhere = Endpoint::from(SocketAddr::from(([10, 0, 0, 77], 4000)));
+    assert_eq!(screened(&broken, elsewhere), Some(RecvDrop::BadMac1));
+    let mut with_mac2 = broken;
+    with_mac2[INITIATION_LEN - 1] = 1;
+    assert_eq!(screened(&with_mac2, from), Some(RecvDrop::BadMac1));
     // With the cookie, the initiation passes the screen and completes the handshake.
     let cookie = a
         .dev

@@ -2,6 +2,7 @@
 //! (measured by [`LoadMeter`]), mac2 or a cookie reply within the cookie budget.
 
 use super::{Device, Identity, Incoming, RecvDrop, lock};
+use crate::cookie::CookieChecker;
 use crate::endpoint::Endpoint;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
@@ -27,6 +28,11 @@ impl LoadMeter {
     pub(super) fn backlog(&self, now: u64) {
         self.under_load_until
             .fetch_max(now + 1_000_000_000, Ordering::Relaxed);
+    }
+
+    /// True while the device demands cookies; records nothing.
+    fn is_under_load(&self, now: u64) -> bool {
+        now < self.under_load_until.load(Ordering::Relaxed)
     }
 
     fn record(&self, now: u64) -> bool {
@@ -62,10 +68,22 @@ impl Device {
             return Ok(());
         }
         let checker = &identity.checker;
+        let now_nanos = self.clock.to_nanos(now);
+        // Under load, a message without mac2 can earn nothing but a cookie reply: if its source's budget
+        // is spent, it is dropped whatever its mac1 says, so mac1 is not computed. Under a valid-mac1
+        // flood that skips the two BLAKE2s compressions that were most of what a flood datagram cost.
+        // Such drops do not feed the load meter (only a valid mac1 does), so a flood that stops lets the
+        // load end on time; one that goes on re-arms it within a threshold's worth of messages.
+        if self.load.is_under_load(now_nanos)
+            && !CookieChecker::carries_mac2(msg)
+            && !lock(&self.cookie_limiter).would_allow(src.addr, now)
+        {
+            return Err(Incoming::Dropped(RecvDrop::CookieRateLimited));
+        }
         if !checker.check_mac1(msg) {
             return Err(Incoming::Dropped(RecvDrop::BadMac1));
         }
-        if !self.load.record(self.clock.to_nanos(now)) {
+        if !self.load.record(now_nanos) {
             return Ok(());
         }
         if checker.check_mac2(msg, &src.addr, now) {
