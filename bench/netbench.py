@@ -76,6 +76,8 @@ class System:
     implemented: bool = True
     # Measured only when asked for (not part of the default list).
     on_request: bool = False
+    # Scrape each side's Prometheus endpoint (METRICS_LISTEN) once a second while it runs.
+    scrape_metrics: bool = False
     note: str = ""
 
     @property
@@ -88,6 +90,26 @@ def fastwire_command(opts: argparse.Namespace, iface: str, binary: Path | None =
     if opts.workers is not None:
         argv += ["--workers", str(opts.workers)]
     return argv
+
+
+# Where fastwire-scraped serves metrics, in each side's namespace.
+METRICS_LISTEN = "127.0.0.1:9586"
+# A scraper in each namespace: GET /metrics once a second, reading the whole answer; bounded to an hour.
+SCRAPER = """import sys, time, urllib.request
+end = time.monotonic() + 3600
+while time.monotonic() < end:
+    t = time.monotonic()
+    try:
+        with urllib.request.urlopen("http://%s/metrics" % sys.argv[1], timeout=2) as r:
+            r.read()
+    except OSError as e:
+        print("scrape failed:", e, flush=True)
+    time.sleep(max(0.0, 1.0 - (time.monotonic() - t)))
+"""
+
+
+def fastwire_scraped(opts: argparse.Namespace, iface: str) -> list[str]:
+    return fastwire_command(opts, iface) + ["--metrics-listen", METRICS_LISTEN]
 
 
 def fastwire_single_queue(opts: argparse.Namespace, iface: str) -> list[str]:
@@ -133,6 +155,15 @@ SYSTEMS = [
         idle_check=True,
         env={"FASTWIRE_LOG": "info"},
         note="WireGuard over TCP: A connects to B's TCP listener (Endpoint = tcp://...)",
+    ),
+    System(
+        "fastwire-scraped",
+        command=fastwire_scraped,
+        idle_check=True,
+        env={"FASTWIRE_LOG": "info"},
+        on_request=True,
+        scrape_metrics=True,
+        note="fastwire with --metrics-listen, both sides scraped once a second (the metrics endpoint's A/B)",
     ),
     System(
         "fastwire-base",
@@ -330,6 +361,8 @@ class Testbed:
         self.opts = opts
         self.system: System | None = None
         self.tunnels: list[subprocess.Popen] = []
+        # Helpers beside the tunnels (metrics scrapers): stopped with them, not counted as tunnel CPU.
+        self.sidecars: list[subprocess.Popen] = []
         self.peak_rss: list[int] = [0, 0]
 
     # -- addressing --------------------------------------------------------------------------------
@@ -357,9 +390,9 @@ class Testbed:
 
     def down(self) -> None:
         """Removes everything `up` made; safe to call more than once and after a partial `up`."""
-        for proc in self.tunnels:
+        for proc in self.sidecars + self.tunnels:
             stop(proc)
-        self.tunnels = []
+        self.tunnels, self.sidecars = [], []
         for ns in self.ns:
             delete_namespace(ns)
         for iface in self.iface:
@@ -393,6 +426,10 @@ class Testbed:
             iface = self.iface[side]
             run(["ip", "-n", ns, "addr", "add", f"{OVERLAY[side]}/{PREFIX_LEN}", "dev", iface], timeout=10)
             run(["ip", "-n", ns, "link", "set", iface, "mtu", str(self.opts.mtu), "up"], timeout=10)
+        if system.scrape_metrics:
+            for side in (0, 1):
+                log = self.workdir / f"{system.name}-{side}-scraper.log"
+                self.sidecars.append(spawn(self.in_ns(side, ["python3", "-c", SCRAPER, METRICS_LISTEN]), log=log))
 
     def _wait_for_sockets(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout

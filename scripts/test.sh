@@ -13,8 +13,9 @@ fi
 
 # What the e2e scenarios call: wireguard-go (the reference peer), wg / wg-quick, ip / ss / tc, socat (TCP
 # transfers, a port holder), ping, python3 (garbage spray, hostile TCP clients, UAPI), setpriv (util-linux),
-# ps / sysctl (procps), nft (UDP counters, a TCP reset rule: nftables), iperf3 (throughput under attack).
-PACKAGES=(wireguard-go wireguard-tools iproute2 socat iputils-ping python3 util-linux procps nftables iperf3)
+# ps / sysctl (procps), nft (UDP counters, a TCP reset rule: nftables), iperf3 (throughput under attack),
+# prometheus with promtool (a real scrape of the metrics endpoint).
+PACKAGES=(wireguard-go wireguard-tools iproute2 socat iputils-ping python3 util-linux procps nftables iperf3 prometheus)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep >/dev/null 'install ok installed' || missing+=("$pkg")
@@ -24,6 +25,10 @@ if ((${#missing[@]})); then
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	# The package starts a Prometheus server of its own on *:9090; the tests run theirs in a namespace.
+	if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null; then
+		systemctl disable --now prometheus >/dev/null 2>&1 || true
+	fi
 fi
 
 echo "==> cargo build --release --workspace"

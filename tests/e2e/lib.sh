@@ -213,22 +213,26 @@ wait_until() {
 
 # ----------------------------------------------------------------------------------------- implementations
 
-# start_impl SIDE IMPL: runs IMPL in the foreground (-f) inside SIDE's namespace with interface `ifname SIDE`,
-# records its real PID and waits until the interface and the UAPI socket exist.
+# start_impl SIDE IMPL [ARG...]: runs IMPL in the foreground (-f) inside SIDE's namespace with interface
+# `ifname SIDE`, records its real PID and waits until the interface and the UAPI socket exist. ARGs go to
+# fastwire's command line (wireguard-go takes none).
 start_impl() {
 	local side=$1 impl=$2 ns iface logf pid
+	shift 2
+	local extra=("$@")
 	ns=$(nsname "$side")
 	iface=$(ifname "$side")
 	logf="$LOG_DIR/daemon-$impl-$side.log"
 	log "starting $impl as $iface in $ns"
 	# `ip netns exec` execs the program, so $! is the daemon itself (not a wrapper we could kill instead).
 	case $impl in
-	fastwire) ip netns exec "$ns" "$FASTWIRE" -f "$iface" >>"$logf" 2>&1 & ;;
+	fastwire) ip netns exec "$ns" "$FASTWIRE" "${extra[@]}" -f "$iface" >>"$logf" 2>&1 & ;;
 	# The fallback path: plain TUN packets, no TSO/GRO (what a kernel without offloads gets).
-	fastwire-nooffload) ip netns exec "$ns" "$FASTWIRE" --no-offload -f "$iface" >>"$logf" 2>&1 & ;;
+	fastwire-nooffload) ip netns exec "$ns" "$FASTWIRE" --no-offload "${extra[@]}" -f "$iface" >>"$logf" 2>&1 & ;;
 	# The single-queue data path (what Windows and macOS run): one TUN queue, the crypto on every worker.
-	fastwire-1q) ip netns exec "$ns" "$FASTWIRE" --tun-queues 1 --workers 2 -f "$iface" >>"$logf" 2>&1 & ;;
+	fastwire-1q) ip netns exec "$ns" "$FASTWIRE" --tun-queues 1 --workers 2 "${extra[@]}" -f "$iface" >>"$logf" 2>&1 & ;;
 	wireguard-go)
+		((${#extra[@]} == 0)) || fail "wireguard-go takes no arguments (${extra[*]})"
 		ip netns exec "$ns" env WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 LOG_LEVEL=verbose wireguard-go -f "$iface" >>"$logf" 2>&1 &
 		;;
 	*) fail "unknown implementation '$impl'" ;;

@@ -2,7 +2,7 @@
 
 #[cfg(target_os = "linux")]
 use crate::demo;
-use crate::{config, daemon, keys, show, wgquick};
+use crate::{config, daemon, keys, show, show_json, wgquick};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,6 +14,7 @@ Examples:
   WG_QUICK_USERSPACE_IMPLEMENTATION=fastwire wg-quick up ./wg0.conf
   fastwire up /etc/wireguard/wg0.conf     # or run standalone from a wg-quick file
   fastwire demo                   # two namespaces, a tunnel, a ping and a bulk transfer
+  fastwire -f wg0 --metrics-listen 127.0.0.1:9586   # Prometheus metrics at /metrics
 
 WireGuard over TCP (for networks that block UDP):
   fastwire -f wg0 --listen-tcp-port 443   # server: accept TCP on 443 beside its UDP port
@@ -55,6 +56,9 @@ struct Cli {
           default_value_t = fastwire_engine::DEFAULT_TCP_MAX_UNAUTHENTICATED)]
     tcp_max_unauthenticated: usize,
 
+    #[command(flatten)]
+    metrics: MetricsArgs,
+
     /// Internal: set by the background launcher; stop using the terminal once the interface is up.
     #[arg(long, hide = true)]
     detach_after_start: bool,
@@ -69,6 +73,49 @@ struct Cli {
 
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+const METRICS_LISTEN_HELP: &str = "\
+Serve Prometheus metrics at http://ADDR:PORT/metrics: prometheus_wireguard_exporter's per-peer series \
+(wireguard_sent_bytes_total, wireguard_received_bytes_total, wireguard_latest_handshake_seconds), then \
+fastwire's drops by reason, TCP closes by reason and counters. Off unless given; anyone who can reach \
+the port can read peer keys and traffic, so keep it on loopback or a management network \
+(e.g. 127.0.0.1:9586)";
+
+/// The Prometheus endpoint; the same flags for `fastwire IFACE` and `fastwire up`.
+#[derive(clap::Args, Debug, Clone, Copy)]
+struct MetricsArgs {
+    #[arg(long, value_name = "ADDR:PORT", value_parser = config::parse_metrics_listen, help = METRICS_LISTEN_HELP)]
+    metrics_listen: Option<std::net::SocketAddr>,
+
+    /// Leave the per-peer series out of the metrics (with tens of thousands of peers they are most of
+    /// every scrape).
+    #[arg(long)]
+    metrics_no_peers: bool,
+}
+
+impl MetricsArgs {
+    fn peers(&self) -> crate::metrics::PeerSeries {
+        if self.metrics_no_peers {
+            crate::metrics::PeerSeries::Omit
+        } else {
+            crate::metrics::PeerSeries::Include
+        }
+    }
+
+    fn choice(&self) -> wgquick::MetricsChoice {
+        wgquick::MetricsChoice {
+            listen: self.metrics_listen,
+            peers: self.peers(),
+        }
+    }
+
+    fn options(&self) -> Option<daemon::MetricsOptions> {
+        self.metrics_listen.map(|listen| daemon::MetricsOptions {
+            listen,
+            peers: self.peers(),
+        })
+    }
 }
 
 /// How the data plane is laid out; the same flags for `fastwire IFACE` and `fastwire up`.
@@ -113,6 +160,8 @@ enum Command {
         #[arg(long, value_name = "N", value_parser = parse_positive, help = TCP_MAX_UNAUTHENTICATED_HELP,
               default_value_t = fastwire_engine::DEFAULT_TCP_MAX_UNAUTHENTICATED)]
         tcp_max_unauthenticated: usize,
+        #[command(flatten)]
+        metrics: MetricsArgs,
     },
     /// Stop a tunnel started with `fastwire up` (by file or interface name) and remove what it created.
     #[command(
@@ -132,10 +181,16 @@ enum Command {
     #[command(after_help = "Example:\n  fastwire genpsk > peer.psk")]
     Genpsk,
     /// Show interfaces: peers, endpoints, handshakes, transfer, and packets dropped by reason.
-    #[command(after_help = "Examples:\n  fastwire show\n  fastwire show wg0")]
+    #[command(
+        after_help = "Examples:\n  fastwire show\n  fastwire show wg0\n  fastwire show --json wg0 | jq '.interfaces[0].peers[].transfer_rx'"
+    )]
     Show {
         /// Interface to show (default: every fastwire/WireGuard UAPI socket found).
         iface: Option<String>,
+        /// Print JSON for scripts: one object with an `interfaces` array (keys in base64, times in
+        /// UNIX seconds, counters as numbers; the private key is never printed).
+        #[arg(long)]
+        json: bool,
     },
     /// Run a self-contained demo: two namespaces, a tunnel, handshake, ping, bulk transfer, cleanup.
     #[command(after_help = "Example:\n  sudo fastwire demo --seconds 5")]
@@ -167,6 +222,7 @@ pub fn main() -> ExitCode {
                 plane: cli.plane.into(),
                 listen_tcp_port: cli.listen_tcp_port,
                 tcp_max_unauthenticated: cli.tcp_max_unauthenticated,
+                metrics: cli.metrics.options(),
             },
         ),
         (None, None) => {
@@ -195,12 +251,14 @@ fn run_command(command: Command) -> Result<(), String> {
             file,
             plane,
             tcp_max_unauthenticated,
-        } => wgquick::up(&file, plane.into(), tcp_max_unauthenticated),
+            metrics,
+        } => wgquick::up(&file, plane.into(), tcp_max_unauthenticated, metrics.choice()),
         Command::Down { target } => wgquick::down(&target),
         Command::Genkey => keys::genkey(),
         Command::Pubkey => keys::pubkey(),
         Command::Genpsk => keys::genpsk(),
-        Command::Show { iface } => show::show(iface.as_deref()),
+        Command::Show { iface, json: false } => show::show(iface.as_deref()),
+        Command::Show { iface, json: true } => show_json::show_json(iface.as_deref()),
         #[cfg(target_os = "linux")]
         Command::Demo { seconds } => demo::run(seconds),
         #[cfg(target_os = "linux")]

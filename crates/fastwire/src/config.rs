@@ -14,6 +14,8 @@
 //!   and macOS always use).
 //! - `[Interface] RingCapacity = 4MiB`: the Wintun ring's size (Windows; a power of two, 128KiB-64MiB).
 //! - `[Interface] ListenTcpPort = N`: also accept WireGuard-over-TCP connections on TCP port N.
+//! - `[Interface] MetricsListen = 127.0.0.1:9586`: serve Prometheus metrics at http://ADDR:PORT/metrics
+//!   (off unless set; `fastwire up --metrics-listen` overrides it).
 //! - `[Peer] Endpoint = tcp://host:port`: reach this peer over TCP (fastwire connects, and reconnects).
 
 use crate::keys::decode_key;
@@ -71,6 +73,8 @@ pub struct InterfaceSection {
     pub tun_queues: Option<usize>,
     /// fastwire's own key: Wintun ring capacity in bytes (Windows only).
     pub ring_capacity: Option<u32>,
+    /// fastwire's own key: where to serve Prometheus metrics.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// `Table =`: where routes for allowed IPs go.
@@ -456,6 +460,9 @@ impl<'a> Parser<'a> {
             "workers" => self.interface.workers = Some(parse_count("Workers", value)?),
             "tunqueues" => self.interface.tun_queues = Some(parse_count("TunQueues", value)?),
             "ringcapacity" => self.interface.ring_capacity = Some(parse_ring_capacity(value)?),
+            "metricslisten" => {
+                self.interface.metrics_listen = Some(parse_metrics_listen(non_empty(key, value)?)?)
+            }
             "listentcpport" => {
                 self.interface.listen_tcp_port = Some(parse_tcp_port(non_empty(key, value)?)?)
             }
@@ -674,6 +681,21 @@ fn parse_count(key: &str, value: &str) -> Result<usize, String> {
         .and_then(|n| usize::try_from(n).ok())
         .filter(|n| (1..=MAX_WORKERS).contains(n))
         .ok_or_else(|| format!("{key} {} is not a number 1-{MAX_WORKERS}", quoted(value)))
+}
+
+/// `MetricsListen = 127.0.0.1:9586` (or `[::1]:9586`): an address and a port, no host name (the
+/// endpoint must not depend on DNS at start-up).
+pub fn parse_metrics_listen(value: &str) -> Result<SocketAddr, String> {
+    value
+        .trim()
+        .parse::<SocketAddr>()
+        .ok()
+        .filter(|a| a.port() != 0)
+        .ok_or_else(|| {
+            format!(
+                "MetricsListen '{value}' is not ADDRESS:PORT with a port from 1 to 65535 (e.g. 127.0.0.1:9586 or [::1]:9586)"
+            )
+        })
 }
 
 /// `RingCapacity = 4MiB` (or `4096KiB`, or bytes): a power of two from 128 KiB to 64 MiB, as Wintun takes.

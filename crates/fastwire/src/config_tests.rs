@@ -942,3 +942,33 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn metrics_listen_takes_an_address_and_a_port() {
+    let listen = |v: &str| {
+        ok(&with_interface(&format!("MetricsListen = {v}\n")))
+            .interface
+            .metrics_listen
+    };
+    assert_eq!(
+        listen("127.0.0.1:9586"),
+        Some("127.0.0.1:9586".parse().unwrap())
+    );
+    assert_eq!(listen("[::1]:9586"), Some("[::1]:9586".parse().unwrap()));
+    assert_eq!(ok(&with_interface("")).interface.metrics_listen, None);
+    for bad in [
+        "9586",
+        "localhost:9586",
+        "127.0.0.1:0",
+        "127.0.0.1:70000",
+        "::1:9586",
+    ] {
+        let e = err(&with_interface(&format!("MetricsListen = {bad}\n")));
+        assert!(
+            e.starts_with(&format!(
+                "wg0.conf:3: MetricsListen '{bad}' is not ADDRESS:PORT"
+            )),
+            "{bad}: {e}"
+        );
+    }
+}

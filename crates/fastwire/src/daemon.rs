@@ -44,6 +44,25 @@ impl DataPlane {
     }
 }
 
+/// The Prometheus endpoint, if asked for (`--metrics-listen`, or `MetricsListen` in a file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsOptions {
+    pub listen: std::net::SocketAddr,
+    /// Leave the per-peer series out (`--metrics-no-peers`: with 100,000 peers they are most of a scrape).
+    pub peers: crate::metrics::PeerSeries,
+}
+
+impl MetricsOptions {
+    /// The same choice as command-line arguments, for a child process.
+    pub fn args(&self) -> Vec<String> {
+        let mut out = vec!["--metrics-listen".to_string(), self.listen.to_string()];
+        if self.peers == crate::metrics::PeerSeries::Omit {
+            out.push("--metrics-no-peers".to_string());
+        }
+        out
+    }
+}
+
 /// How to start a device.
 #[derive(Debug, Clone)]
 pub struct DaemonOptions {
@@ -54,6 +73,7 @@ pub struct DaemonOptions {
     pub listen_tcp_port: Option<u16>,
     /// Cap on TCP connections not yet authenticated by a handshake (0 = the engine's default).
     pub tcp_max_unauthenticated: usize,
+    pub metrics: Option<MetricsOptions>,
 }
 
 /// What `fastwire [-f] IFACE` was asked for beyond the interface name.
@@ -65,6 +85,7 @@ pub struct GoStyleOptions {
     pub plane: DataPlane,
     pub listen_tcp_port: Option<u16>,
     pub tcp_max_unauthenticated: usize,
+    pub metrics: Option<MetricsOptions>,
 }
 
 /// wireguard-go's default MTU.
@@ -119,6 +140,7 @@ impl UapiHandler for Handler {
 pub struct Daemon {
     engine: Arc<Engine>,
     uapi: Option<UapiServer>,
+    metrics: Option<crate::metrics::MetricsServer>,
 }
 
 impl Daemon {
@@ -169,7 +191,23 @@ impl Daemon {
                 file.to_string_lossy()
             ));
         }
-        let uapi = match uapi::serve(&device, Arc::new(Handler(engine.clone()))) {
+        let handler = Arc::new(Handler(engine.clone()));
+        // Also before the UAPI socket: a taken metrics port fails the start with its reason.
+        let metrics = match opts.metrics {
+            Some(m) => match crate::metrics::serve(m.listen, &device, handler.clone(), m.peers) {
+                Ok(server) => Some(server),
+                Err(e) => {
+                    engine.stop();
+                    return Err(format!(
+                        "cannot serve metrics on {}: {e}: pick another --metrics-listen (or MetricsListen), \
+                         or stop what listens on it",
+                        m.listen
+                    ));
+                }
+            },
+            None => None,
+        };
+        let uapi = match uapi::serve(&device, handler) {
             Ok(s) => s,
             Err(e) => {
                 engine.stop();
@@ -178,9 +216,13 @@ impl Daemon {
         };
         install_signal_handler(&engine)?;
         tracing::info!(iface = %device, socket = %uapi.path().display(), "interface up");
+        if let Some(m) = &metrics {
+            tracing::info!(iface = %device, listen = %m.local_addr(), "metrics at http://{}/metrics", m.local_addr());
+        }
         Ok(Daemon {
             engine,
             uapi: Some(uapi),
+            metrics,
         })
     }
 
@@ -212,6 +254,9 @@ impl Daemon {
     pub fn stop(mut self) {
         if let Some(u) = self.uapi.take() {
             u.shutdown();
+        }
+        if let Some(m) = self.metrics.take() {
+            m.shutdown();
         }
         self.engine.stop();
     }
@@ -250,6 +295,7 @@ pub fn run_wireguard_go_style(iface: &str, opts: &GoStyleOptions) -> Result<(), 
         mtu: DEFAULT_MTU,
         listen_tcp_port: opts.listen_tcp_port,
         tcp_max_unauthenticated: opts.tcp_max_unauthenticated,
+        metrics: opts.metrics,
     })?;
     if opts.detach_after_start {
         // Start-up errors went to our starter's stderr; from here on nothing should hold it open.
@@ -279,6 +325,9 @@ fn spawn_background(iface: &str, opts: &GoStyleOptions) -> Result<(), String> {
     if opts.tcp_max_unauthenticated != 0 {
         cmd.arg("--tcp-max-unauthenticated")
             .arg(opts.tcp_max_unauthenticated.to_string());
+    }
+    if let Some(m) = &opts.metrics {
+        cmd.args(m.args());
     }
     cmd.arg(iface).stdin(Stdio::null()).stdout(Stdio::null());
     fastwire_io::sys::detach_child(&mut cmd);

@@ -9,6 +9,8 @@ mod daemon;
 #[cfg(target_os = "linux")]
 mod demo;
 pub mod keys;
+pub mod metrics;
 mod show;
+mod show_json;
 pub mod uapi;
 pub mod wgquick;

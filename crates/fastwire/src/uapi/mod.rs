@@ -12,7 +12,7 @@ pub mod client;
 pub mod protocol;
 mod server;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 // Drives the real `wg` tool over /var/run/wireguard.
 #[cfg(all(test, unix))]
 mod wg_compat_tests;

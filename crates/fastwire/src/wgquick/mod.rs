@@ -10,7 +10,7 @@
 //! step of `up` fails.
 
 use crate::config::{self, QuickConfig};
-use crate::daemon::{Daemon, DaemonOptions, DataPlane, ShutdownReason};
+use crate::daemon::{Daemon, DaemonOptions, DataPlane, MetricsOptions, ShutdownReason};
 use fastwire_engine::config::{AllowedIp, DeviceUpdate};
 use std::collections::HashSet;
 use std::io::{Read, Write};
@@ -79,10 +79,31 @@ impl RouteContext<'_> {
     }
 }
 
+/// The command line's say on the metrics endpoint; the file's `MetricsListen` fills in the address.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricsChoice {
+    pub listen: Option<std::net::SocketAddr>,
+    pub peers: crate::metrics::PeerSeries,
+}
+
+impl MetricsChoice {
+    fn or_file(self, file: Option<std::net::SocketAddr>) -> Option<MetricsOptions> {
+        self.listen.or(file).map(|listen| MetricsOptions {
+            listen,
+            peers: self.peers,
+        })
+    }
+}
+
 /// `fastwire up FILE`: brings the tunnel up, runs until a signal or until the interface is deleted,
 /// then takes everything down again. `ListenTcpPort` and `tcp://` endpoints reach the device through
 /// the same `set` as the rest of the file.
-pub fn up(file: &Path, plane: DataPlane, tcp_max_unauthenticated: usize) -> Result<(), String> {
+pub fn up(
+    file: &Path,
+    plane: DataPlane,
+    tcp_max_unauthenticated: usize,
+    metrics: MetricsChoice,
+) -> Result<(), String> {
     let path = config::config_path(file);
     let iface = config::interface_name(&path)?;
     if !path.exists() {
@@ -116,6 +137,7 @@ pub fn up(file: &Path, plane: DataPlane, tcp_max_unauthenticated: usize) -> Resu
         // The file's `set` below opens it, with the rest of the configuration.
         listen_tcp_port: None,
         tcp_max_unauthenticated,
+        metrics: metrics.or_file(config.interface.metrics_listen),
     };
 
     let mut tunnel = Tunnel::new(iface, &config);
