@@ -52,6 +52,7 @@ CASES=(
 	"15-impaired $F $F"
 	"15-impaired $F wireguard-go"
 	"16-metrics $F $F"
+	"17-systemd $F $F"
 	# The single-queue pipeline (Windows' and macOS' data path), on Linux: against wireguard-go both ways,
 	# roaming, a hub, the TCP transport, a handshake flood.
 	"01-interop ${F/fastwire/fastwire-1q} wireguard-go"

@@ -2,7 +2,7 @@
 
 #[cfg(target_os = "linux")]
 use crate::demo;
-use crate::{config, daemon, keys, show, show_json, wgquick};
+use crate::{config, daemon, keys, show, show_json, syncconf, wgquick};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -163,6 +163,18 @@ enum Command {
         #[command(flatten)]
         metrics: MetricsArgs,
     },
+    /// Make a running interface match a wg-quick file, keeping sessions: peers gone from the file are
+    /// removed, the others updated in place (as `wg syncconf IFACE <(wg-quick strip FILE)`). Addresses,
+    /// MTU, DNS and routes are left alone. `systemctl reload fastwire@IFACE` runs this.
+    #[command(
+        after_help = "Example:\n  fastwire syncconf wg0 /etc/wireguard/wg0.conf   # after editing the file"
+    )]
+    Syncconf {
+        /// The running interface.
+        iface: String,
+        /// wg-quick configuration file (its [Interface] keys and [Peer] sections are used).
+        file: PathBuf,
+    },
     /// Stop a tunnel started with `fastwire up` (by file or interface name) and remove what it created.
     #[command(
         after_help = "Examples:\n  fastwire down wg0\n  fastwire down /etc/wireguard/wg0.conf"
@@ -254,6 +266,7 @@ fn run_command(command: Command) -> Result<(), String> {
             metrics,
         } => wgquick::up(&file, plane.into(), tcp_max_unauthenticated, metrics.choice()),
         Command::Down { target } => wgquick::down(&target),
+        Command::Syncconf { iface, file } => syncconf::syncconf(&iface, &file),
         Command::Genkey => keys::genkey(),
         Command::Pubkey => keys::pubkey(),
         Command::Genpsk => keys::genpsk(),

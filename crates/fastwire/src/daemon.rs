@@ -302,7 +302,9 @@ pub fn run_wireguard_go_style(iface: &str, opts: &GoStyleOptions) -> Result<(), 
         #[cfg(unix)]
         let _ = fastwire_io::sys::detach_stdio();
     }
+    crate::wgquick::tell_service_manager("READY=1");
     let reason = daemon.wait_for_shutdown();
+    crate::wgquick::tell_service_manager("STOPPING=1");
     tracing::info!(iface, ?reason, "shutting down");
     daemon.stop();
     Ok(())

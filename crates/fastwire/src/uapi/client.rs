@@ -22,8 +22,6 @@ pub fn request(iface: &str, request: &str) -> io::Result<String> {
 }
 
 /// Applies `update` as one `set=1` transaction; a nonzero errno becomes `Err`.
-// Its only caller today is the demo, which is Linux-only.
-#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub fn set(iface: &str, update: &DeviceUpdate) -> Result<(), String> {
     set_in(Path::new(SOCKET_DIR), iface, update)
 }

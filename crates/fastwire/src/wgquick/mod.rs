@@ -145,11 +145,21 @@ pub fn up(
         tunnel.undo_after_failure();
         return Err(reason);
     }
+    tell_service_manager("READY=1");
     if tunnel.wait() == ShutdownReason::InterfaceRemoved {
         eprintln!("[!] `{}' was deleted; cleaning up", tunnel.iface);
     }
+    tell_service_manager("STOPPING=1");
     tunnel.take_down();
     Ok(())
+}
+
+/// Under systemd (`Type=notify`): the tunnel is up, or going down. A failure is logged, not fatal: the
+/// tunnel works either way, and systemd's own timeout says the rest.
+pub(crate) fn tell_service_manager(state: &str) {
+    if let Err(e) = crate::sd_notify::notify(state) {
+        tracing::warn!("cannot tell the service manager {state}: {e}");
+    }
 }
 
 /// `fastwire down TARGET`: stops the `fastwire up` that runs TARGET (a config file or an interface
