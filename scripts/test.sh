@@ -34,6 +34,10 @@ fi
 echo "==> cargo build --release --workspace"
 cargo build --release --workspace
 
+# The Debian package e2e 18 installs and removes (cargo-deb is installed with `cargo install` if missing).
+echo "==> packaging/deb/build.sh"
+bash packaging/deb/build.sh
+
 status=0
 # --include-ignored: the tests that need root and wg (ignored by a plain `cargo test`) run here.
 echo "==> cargo test --workspace --release -- --include-ignored"

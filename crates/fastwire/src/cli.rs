@@ -212,6 +212,9 @@ enum Command {
         seconds: u64,
     },
     /// Internal helpers the demo runs inside its namespaces (traffic source/sink, ping).
+    /// Internal: write man pages and shell completions into DIR (for packaging).
+    #[command(hide = true)]
+    GenerateAssets { dir: PathBuf },
     #[command(hide = true)]
     DemoHelper {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -220,6 +223,12 @@ enum Command {
 }
 
 /// The program: parse the command line, run it, report an error in one line.
+/// The whole command-line definition (for man pages and completions).
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    Cli::command()
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
@@ -266,6 +275,7 @@ fn run_command(command: Command) -> Result<(), String> {
             metrics,
         } => wgquick::up(&file, plane.into(), tcp_max_unauthenticated, metrics.choice()),
         Command::Down { target } => wgquick::down(&target),
+        Command::GenerateAssets { dir } => crate::assets::generate(self::command(), &dir),
         Command::Syncconf { iface, file } => syncconf::syncconf(&iface, &file),
         Command::Genkey => keys::genkey(),
         Command::Pubkey => keys::pubkey(),

@@ -3,6 +3,7 @@
 //! `fastwire up` derives from a file ([`wgquick::dry_plans`]) — can be fuzzed and tested from outside.
 //! `src/main.rs` only calls [`cli::main`].
 
+mod assets;
 pub mod cli;
 pub mod config;
 mod daemon;
