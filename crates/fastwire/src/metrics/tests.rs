@@ -120,6 +120,13 @@ fn fake() -> Arc<FakeDevice> {
     Arc::new(dev)
 }
 
+/// An endpoint on a free loopback port, serving the fake device.
+fn start(peers: PeerSeries) -> (MetricsServer, SocketAddr) {
+    let server = serve("127.0.0.1:0".parse().unwrap(), "wg0", fake(), peers).unwrap();
+    let addr = server.local_addr();
+    (server, addr)
+}
+
 fn get(addr: SocketAddr, request: &str) -> String {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.write_all(request.as_bytes()).unwrap();
@@ -133,14 +140,7 @@ fn get(addr: SocketAddr, request: &str) -> String {
 
 #[test]
 fn serves_metrics_over_http_and_refuses_the_rest() {
-    let server = serve(
-        "127.0.0.1:0".parse().unwrap(),
-        "wg0",
-        fake(),
-        PeerSeries::Include,
-    )
-    .unwrap();
-    let addr = server.local_addr();
+    let (server, addr) = start(PeerSeries::Include);
     let answer = get(addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
     assert!(answer.contains("text/plain; version=0.0.4"));
@@ -181,14 +181,7 @@ fn serves_metrics_over_http_and_refuses_the_rest() {
 
 #[test]
 fn trickling_clients_cannot_hold_the_endpoint() {
-    let server = serve(
-        "127.0.0.1:0".parse().unwrap(),
-        "wg0",
-        fake(),
-        PeerSeries::Omit,
-    )
-    .unwrap();
-    let addr = server.local_addr();
+    let (_server, addr) = start(PeerSeries::Omit);
     // More clients than slots, each sending a byte and then nothing.
     let holders: Vec<TcpStream> = (0..MAX_CONNECTIONS + 4)
         .map(|_| {
