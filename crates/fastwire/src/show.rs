@@ -11,7 +11,7 @@ use x25519_dalek::{PublicKey, StaticSecret};
 use crate::uapi::client;
 
 /// Counters named `drop_REASON` are packets dropped for REASON.
-const DROP_PREFIX: &str = "drop_";
+pub(crate) const DROP_PREFIX: &str = "drop_";
 
 /// Shows one interface, or every interface with a UAPI socket.
 pub fn show(iface: Option<&str>) -> Result<(), String> {
@@ -164,7 +164,7 @@ fn render_peer(out: &mut String, peer: &PeerSnapshot, now: SystemTime, hide_keys
     }
 }
 
-fn public_key(private_key: &Key) -> Key {
+pub(crate) fn public_key(private_key: &Key) -> Key {
     PublicKey::from(&StaticSecret::from(*private_key)).to_bytes()
 }
 

@@ -6,14 +6,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use fastwire_engine::config::{DeviceSnapshot, Key, PeerSnapshot};
+use fastwire_engine::config::{DeviceSnapshot, PeerSnapshot};
 use serde_json::{Map, Value, json};
-use x25519_dalek::{PublicKey, StaticSecret};
 
+use crate::show::{DROP_PREFIX, public_key};
 use crate::uapi::client;
-
-/// Counters named `drop_REASON` are packets dropped for REASON.
-const DROP_PREFIX: &str = "drop_";
 
 /// Prints one interface, or every interface with a UAPI socket. An interface that cannot be read is an
 /// object with an `error` (and, for a named interface, the command fails).
@@ -92,10 +89,6 @@ fn unix_seconds(t: SystemTime) -> Option<u64> {
 /// `null` for the 0 that means "not set".
 fn nonzero(value: u64) -> Option<u64> {
     (value != 0).then_some(value)
-}
-
-fn public_key(private_key: &Key) -> Key {
-    PublicKey::from(&StaticSecret::from(*private_key)).to_bytes()
 }
 
 #[cfg(test)]

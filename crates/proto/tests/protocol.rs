@@ -168,15 +168,21 @@ fn replayed_initiation_and_bad_mac1_rejected() {
     ));
 }
 
-#[test]
-fn under_load_demands_cookie_then_accepts_it() {
-    let now = Instant::now();
+/// A pair whose responder B is under load from its first handshake on, and A's first initiation to it.
+fn under_load_pair(now: Instant) -> (Side, Side, [u8; INITIATION_LEN]) {
     let (a, b) = pair(now, None);
     b.dev.set_under_load_threshold(0);
     let mut init = [0u8; INITIATION_LEN];
     a.dev
         .create_initiation(&a.peer, now, wall(), false, &mut init)
         .unwrap();
+    (a, b, init)
+}
+
+#[test]
+fn under_load_demands_cookie_then_accepts_it() {
+    let now = Instant::now();
+    let (a, b, mut init) = under_load_pair(now);
     let mut reply = [0u8; 256];
     let Incoming::Reply { len, .. } = b.dev.handle_incoming(a.addr, &mut init, now, &mut reply)
     else {
@@ -326,12 +332,7 @@ fn screening_rejects_what_is_not_worth_queueing() {
 #[test]
 fn under_load_screening_answers_with_cookies_within_the_budget() {
     let now = Instant::now();
-    let (a, b) = pair(now, None);
-    b.dev.set_under_load_threshold(0);
-    let mut init = [0u8; INITIATION_LEN];
-    a.dev
-        .create_initiation(&a.peer, now, wall(), false, &mut init)
-        .unwrap();
+    let (a, b, mut init) = under_load_pair(now);
     let from = Endpoint::from(a.addr);
     let mut reply = [0u8; 256];
     // Under load, an initiation without mac2 is answered with a cookie reply, never queued.

@@ -17,8 +17,9 @@ pub enum PeerSeries {
     Omit,
 }
 
-/// Counters named `drop_REASON` are packets dropped for REASON, `tcp_closed_REASON` connections closed.
-const DROP_PREFIX: &str = "drop_";
+use crate::show::DROP_PREFIX;
+
+/// Counters named `tcp_closed_REASON` are connections closed for REASON (`drop_REASON`: packets dropped).
 const TCP_CLOSED_PREFIX: &str = "tcp_closed_";
 
 /// Writes every series of `iface`. `stats` are the engine's named counters (all monotonic).
@@ -32,9 +33,10 @@ pub fn write_metrics(
 ) -> io::Result<()> {
     let iface = escape_label(iface);
     if peers == PeerSeries::Include {
+        let labels = peer_labels(&iface, snapshot);
         write_peer_family(
             out,
-            &iface,
+            &labels,
             snapshot,
             "wireguard_sent_bytes_total",
             "counter",
@@ -43,7 +45,7 @@ pub fn write_metrics(
         )?;
         write_peer_family(
             out,
-            &iface,
+            &labels,
             snapshot,
             "wireguard_received_bytes_total",
             "counter",
@@ -52,7 +54,7 @@ pub fn write_metrics(
         )?;
         write_peer_family(
             out,
-            &iface,
+            &labels,
             snapshot,
             "wireguard_latest_handshake_seconds",
             "gauge",
@@ -127,9 +129,29 @@ fn family(out: &mut impl Write, name: &str, kind: &str, help: &str) -> io::Resul
     writeln!(out, "# TYPE {name} {kind}")
 }
 
+/// Each peer's label set, `interface=..,public_key=..,allowed_ips=..`, built once for all its families.
+fn peer_labels(iface: &str, snapshot: &DeviceSnapshot) -> Vec<String> {
+    snapshot
+        .peers
+        .iter()
+        .map(|peer| {
+            let allowed_ips = peer
+                .allowed_ips
+                .iter()
+                .map(|a| format!("{}/{}", a.addr, a.cidr))
+                .collect::<Vec<_>>()
+                .join(",");
+            format!(
+                "interface=\"{iface}\",public_key=\"{}\",allowed_ips=\"{allowed_ips}\"",
+                BASE64.encode(peer.public_key)
+            )
+        })
+        .collect()
+}
+
 fn write_peer_family(
     out: &mut impl Write,
-    iface: &str,
+    labels: &[String],
     snapshot: &DeviceSnapshot,
     name: &str,
     kind: &str,
@@ -137,19 +159,8 @@ fn write_peer_family(
     value: impl Fn(&PeerSnapshot) -> String,
 ) -> io::Result<()> {
     family(out, name, kind, help)?;
-    for peer in &snapshot.peers {
-        let allowed_ips = peer
-            .allowed_ips
-            .iter()
-            .map(|a| format!("{}/{}", a.addr, a.cidr))
-            .collect::<Vec<_>>()
-            .join(",");
-        writeln!(
-            out,
-            "{name}{{interface=\"{iface}\",public_key=\"{}\",allowed_ips=\"{allowed_ips}\"}} {}",
-            BASE64.encode(peer.public_key),
-            value(peer)
-        )?;
+    for (peer, labels) in snapshot.peers.iter().zip(labels) {
+        writeln!(out, "{name}{{{labels}}} {}", value(peer))?;
     }
     Ok(())
 }
