@@ -91,7 +91,8 @@ impl std::fmt::Display for DataPath {
 /// A running tunnel interface.
 pub struct Engine {
     shared: Arc<Shared>,
-    stats: Vec<Arc<WorkerStats>>,
+    /// Each counting thread's stats, with its label in `worker_LABEL_NAME` stats.
+    stats: Vec<(String, Arc<WorkerStats>)>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     config_lock: Mutex<()>,
     /// The listen port last configured (0 = any), as opposed to the port actually bound.
@@ -180,6 +181,7 @@ impl Engine {
             timer_wake: (Mutex::new(false), Condvar::new()),
             shutdown: (Mutex::new(None), Condvar::new()),
             control_stats: WorkerStats::default(),
+            tcp_states: stats::TcpStates::default(),
             handshakes: handshake::HandshakeQueue::new(),
             tcp: tcp::TcpHandoff::new(tcp_waker),
             tcp_control: Mutex::new(tcp::Control::default()),
@@ -234,7 +236,7 @@ impl Engine {
             DataPath::MultiQueue { .. } => {
                 for (index, tun) in queues.into_iter().enumerate() {
                     let s = Arc::new(WorkerStats::default());
-                    self.stats.push(s.clone());
+                    self.stats.push((index.to_string(), s.clone()));
                     let w = worker::Worker {
                         index,
                         shared: shared.clone(),
@@ -256,7 +258,7 @@ impl Engine {
                 ));
                 for index in 0..workers {
                     let s = Arc::new(WorkerStats::default());
-                    self.stats.push(s.clone());
+                    self.stats.push((index.to_string(), s.clone()));
                     let w = pipeline::PipelineWorker {
                         index,
                         shared: shared.clone(),
@@ -272,7 +274,7 @@ impl Engine {
             }
         }
         let tcp_stats = Arc::new(WorkerStats::default());
-        self.stats.push(tcp_stats.clone());
+        self.stats.push(("tcp".into(), tcp_stats.clone()));
         let limits = tcp::Limits {
             max_unauthenticated: match opts.tcp_max_unauthenticated {
                 0 => DEFAULT_TCP_MAX_UNAUTHENTICATED,
@@ -286,7 +288,8 @@ impl Engine {
             Box::new(move || tcp::run(sh, tcp_poll, tcp_tun, tcp_stats, limits)),
         )?;
         let handshake_stats = Arc::new(WorkerStats::default());
-        self.stats.push(handshake_stats.clone());
+        self.stats
+            .push(("handshake".into(), handshake_stats.clone()));
         let sh = shared.clone();
         spawn(
             self,
@@ -493,14 +496,20 @@ impl Engine {
         }
     }
 
-    /// Counters summed over all workers: packets, and drops by reason.
+    /// Counters summed over all threads (packets, and drops by reason), then each thread's share of
+    /// the packet and batch counters, then the open TCP connections by state.
     pub fn stats(&self) -> Vec<(String, u64)> {
         let all = self
             .stats
             .iter()
-            .map(|s| &**s)
+            .map(|(_, s)| &**s)
             .chain(std::iter::once(&self.shared.control_stats));
-        stats::summarize(all)
+        let mut out = stats::summarize(all);
+        out.extend(stats::per_worker(
+            self.stats.iter().map(|(label, s)| (label.as_str(), &**s)),
+        ));
+        out.extend(self.shared.tcp_states.summarize());
+        out
     }
 
     /// Asks the engine to stop; [`Engine::wait`] returns.

@@ -4,7 +4,7 @@
 //! [`RxBatch::deliver`] (copy the plaintexts into a batched, coalescing TUN write).
 
 use crate::shared::{Shared, Transmit};
-use crate::stats::{SendDrop, WorkerStats};
+use crate::stats::{Counter, SendDrop, WorkerStats};
 use crate::tun_sink::TunSink;
 use fastwire_io::udp::{RecvMeta, UdpSocket};
 use fastwire_proto::{DATA_HEADER_LEN, Endpoint, Incoming};
@@ -59,6 +59,9 @@ impl RxBatch {
     ) {
         let mut queued_handshakes = false;
         self.plaintexts.clear();
+        if self.received > 0 {
+            stats.count(Counter::RxBatches, 1);
+        }
         for b in 0..self.received {
             let meta = self.meta[b];
             let from = Endpoint::udp_to(meta.addr, meta.dst_ip);

@@ -37,6 +37,8 @@ pub(crate) struct Shared {
     pub shutdown: (Mutex<Option<ShutdownReason>>, Condvar),
     /// Counters for the timer thread and the control plane (workers have their own).
     pub control_stats: WorkerStats,
+    /// Open TCP connections by state, kept by the TCP owner.
+    pub tcp_states: crate::stats::TcpStates,
     /// Handshake messages from the workers, for the handshake thread.
     pub handshakes: crate::handshake::HandshakeQueue,
     /// Frames for TCP connections, handed to the TCP owner thread.
@@ -232,6 +234,7 @@ impl Shared {
                 confirmed: true,
             } => self.flush_staged(tx, peer, scratch, now, stats, false),
             Incoming::HandshakeComplete { peer } => {
+                stats.count(Counter::HandshakesCompleted, 1);
                 self.flush_staged(tx, peer, scratch, now, stats, true)
             }
             // The responder is under load and gave us a cookie for an initiation that had none: send
@@ -245,6 +248,9 @@ impl Shared {
             } => {
                 stats.count(Counter::CookieRepliesSent, 1);
                 stats.recv_drop(RecvDrop::CookieSent);
+            }
+            Incoming::Reply { peer: Some(_), .. } => {
+                stats.count(Counter::HandshakeResponsesSent, 1)
             }
             _ => {}
         }

@@ -69,20 +69,44 @@ pub enum Counter {
     TxPackets,
     TunWriteFailed,
     HandshakesSent,
+    /// Initiations from peers answered with a response (the handshake as responder).
+    HandshakeResponsesSent,
+    /// Responses to our initiations accepted (the handshake as initiator).
+    HandshakesCompleted,
     CookieRepliesSent,
     TcpAccepted,
     TcpConnected,
+    /// Batches of datagrams received from the UDP socket (one recvmmsg that returned some).
+    RxBatches,
+    /// Batches of encrypted packets sent (one round of sendmmsg / GSO sends).
+    TxBatches,
 }
 
-const COUNTERS: [(Counter, &str); 7] = [
+const COUNTERS: [(Counter, &str); 11] = [
     (Counter::RxPackets, "rx_packets"),
     (Counter::TxPackets, "tx_packets"),
     (Counter::TunWriteFailed, "rx_tun_write_failed"),
     (Counter::HandshakesSent, "handshake_initiations_sent"),
+    (Counter::HandshakeResponsesSent, "handshake_responses_sent"),
+    (Counter::HandshakesCompleted, "handshakes_completed"),
     (Counter::CookieRepliesSent, "cookie_replies_sent"),
     (Counter::TcpAccepted, "tcp_connections_accepted"),
     (Counter::TcpConnected, "tcp_connections_established"),
+    (Counter::RxBatches, "rx_batches"),
+    (Counter::TxBatches, "tx_batches"),
 ];
+
+/// The counters shown per worker (`worker_N_NAME`): how the load spreads and how full the batches are.
+const PER_WORKER: [Counter; 4] = [
+    Counter::RxPackets,
+    Counter::TxPackets,
+    Counter::RxBatches,
+    Counter::TxBatches,
+];
+
+/// Stats named `worker_LABEL_NAME` are one thread's share of counter NAME: LABEL is a data-path worker's
+/// index, or `tcp` (the TCP owner) or `handshake` (the handshake thread).
+pub const WORKER_PREFIX: &str = "worker_";
 
 /// Why a TCP connection was closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,4 +237,126 @@ pub fn summarize<'a>(all: impl Iterator<Item = &'a WorkerStats> + Clone) -> Vec<
         ));
     }
     out
+}
+
+/// Each thread's own [`PER_WORKER`] counters, named `worker_LABEL_NAME` (a label has no `_`).
+pub fn per_worker<'a>(
+    workers: impl Iterator<Item = (&'a str, &'a WorkerStats)>,
+) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    for (n, w) in workers {
+        for c in PER_WORKER {
+            let name = COUNTERS[c as usize].1;
+            out.push((
+                format!("{WORKER_PREFIX}{n}_{name}"),
+                w.counters[c as usize].load(Ordering::Relaxed),
+            ));
+        }
+    }
+    out
+}
+
+/// Open TCP transport connections by state: a gauge the TCP owner thread alone writes.
+#[derive(Default)]
+pub struct TcpStates {
+    open: [AtomicU64; TcpState::ALL.len()],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpState {
+    /// Accepted; no authenticated message yet.
+    AcceptedUnauthenticated,
+    /// Accepted and authenticated by a peer's message.
+    Accepted,
+    /// Ours, the TCP handshake still under way.
+    Connecting,
+    /// Ours, connected.
+    Connected,
+}
+
+impl TcpState {
+    pub const ALL: [TcpState; 4] = [
+        TcpState::AcceptedUnauthenticated,
+        TcpState::Accepted,
+        TcpState::Connecting,
+        TcpState::Connected,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TcpState::AcceptedUnauthenticated => "accepted_unauthenticated",
+            TcpState::Accepted => "accepted",
+            TcpState::Connecting => "connecting",
+            TcpState::Connected => "connected",
+        }
+    }
+}
+
+/// Stats named `tcp_open_STATE` are the connections open in STATE now (a gauge, unlike the rest).
+pub const TCP_OPEN_PREFIX: &str = "tcp_open_";
+
+impl TcpStates {
+    /// A connection entered `to` (from `from`, or newly opened when `None`).
+    pub fn moved(&self, from: Option<TcpState>, to: Option<TcpState>) {
+        // Single writer (the owner thread): load and store.
+        if let Some(from) = from {
+            let c = &self.open[from as usize];
+            c.store(
+                c.load(Ordering::Relaxed).saturating_sub(1),
+                Ordering::Relaxed,
+            );
+        }
+        if let Some(to) = to {
+            bump(&self.open[to as usize], 1);
+        }
+    }
+
+    pub fn summarize(&self) -> Vec<(String, u64)> {
+        TcpState::ALL
+            .iter()
+            .map(|s| {
+                (
+                    format!("{TCP_OPEN_PREFIX}{}", s.name()),
+                    self.open[*s as usize].load(Ordering::Relaxed),
+                )
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_worker_names_carry_the_thread_label() {
+        let a = WorkerStats::default();
+        let b = WorkerStats::default();
+        a.count(Counter::RxBatches, 2);
+        b.count(Counter::TxPackets, 7);
+        let named = per_worker([("0", &a), ("tcp", &b)].into_iter());
+        assert!(named.contains(&("worker_0_rx_batches".into(), 2)));
+        assert!(named.contains(&("worker_tcp_tx_packets".into(), 7)));
+        assert_eq!(named.len(), 2 * PER_WORKER.len());
+    }
+
+    #[test]
+    fn tcp_states_follow_a_connection_through_its_life() {
+        let states = TcpStates::default();
+        let open = |s: &TcpStates, state: TcpState| {
+            s.summarize()
+                .into_iter()
+                .find(|(n, _)| *n == format!("{TCP_OPEN_PREFIX}{}", state.name()))
+                .map(|(_, v)| v)
+        };
+        states.moved(None, Some(TcpState::Connecting));
+        assert_eq!(open(&states, TcpState::Connecting), Some(1));
+        states.moved(Some(TcpState::Connecting), Some(TcpState::Connected));
+        assert_eq!(open(&states, TcpState::Connecting), Some(0));
+        assert_eq!(open(&states, TcpState::Connected), Some(1));
+        states.moved(Some(TcpState::Connected), None);
+        // A gauge never wraps below zero, even if a move were counted twice.
+        states.moved(Some(TcpState::Connected), None);
+        assert_eq!(open(&states, TcpState::Connected), Some(0));
+    }
 }

@@ -219,6 +219,9 @@ impl TxBatch {
 
     /// Sends the planned runs and empties the batch.
     pub fn send(&mut self, socket: Option<&UdpSocket>, stats: &WorkerStats) {
+        if !self.runs.is_empty() {
+            stats.count(Counter::TxBatches, 1);
+        }
         for run in self.runs.drain(..) {
             let contents = if run.in_place {
                 let start = run.start * self.stride;

@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use fastwire_engine::config::{DeviceSnapshot, Key, PeerSnapshot};
+use fastwire_engine::stats::WORKER_PREFIX;
 use x25519_dalek::{PublicKey, StaticSecret};
 
 use crate::uapi::client;
@@ -117,8 +118,9 @@ fn render_stats(out: &mut String, stats: &[(String, u64)]) {
             let _ = writeln!(out, "    {}: {value}", reason.replace('_', " "));
         }
     }
+    // Each thread's share is `fastwire top`'s to show; here, the totals.
     for (name, value) in stats {
-        if *value != 0 && !name.starts_with(DROP_PREFIX) {
+        if *value != 0 && !name.starts_with(DROP_PREFIX) && !name.starts_with(WORKER_PREFIX) {
             let _ = writeln!(out, "  {}: {value}", name.replace('_', " "));
         }
     }

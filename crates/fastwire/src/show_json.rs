@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use fastwire_engine::config::{DeviceSnapshot, PeerSnapshot};
+use fastwire_engine::stats::{TCP_OPEN_PREFIX, WORKER_PREFIX};
 use serde_json::{Map, Value, json};
 
 use crate::show::{DROP_PREFIX, public_key};
@@ -50,11 +51,24 @@ pub(crate) fn interface_json(
 ) -> Value {
     let mut dropped = Map::new();
     let mut counters = Map::new();
+    let mut tcp_open = Map::new();
+    let mut workers = Map::new();
     for (stat, value) in stats {
-        match stat.strip_prefix(DROP_PREFIX) {
-            Some(reason) => dropped.insert(reason.to_string(), json!(value)),
-            None => counters.insert(stat.clone(), json!(value)),
-        };
+        if let Some(reason) = stat.strip_prefix(DROP_PREFIX) {
+            dropped.insert(reason.to_string(), json!(value));
+        } else if let Some(state) = stat.strip_prefix(TCP_OPEN_PREFIX) {
+            tcp_open.insert(state.to_string(), json!(value));
+        } else if let Some((worker, counter)) = stat
+            .strip_prefix(WORKER_PREFIX)
+            .and_then(|rest| rest.split_once('_'))
+        {
+            let entry = workers
+                .entry(worker.to_string())
+                .or_insert_with(|| json!({}));
+            entry[counter] = json!(value);
+        } else {
+            counters.insert(stat.clone(), json!(value));
+        }
     }
     json!({
         "name": name,
@@ -65,6 +79,8 @@ pub(crate) fn interface_json(
         "peers": snapshot.peers.iter().map(peer_json).collect::<Vec<_>>(),
         "dropped": dropped,
         "counters": counters,
+        "tcp_connections_open": tcp_open,
+        "workers": workers,
     })
 }
 
@@ -116,6 +132,9 @@ mod tests {
         let stats = vec![
             ("rx_packets".to_string(), 5),
             ("drop_rx_bad_mac1".to_string(), 2),
+            ("worker_0_rx_batches".to_string(), 4),
+            ("worker_tcp_tx_packets".to_string(), 3),
+            ("tcp_open_connected".to_string(), 1),
         ];
         let v = interface_json("wg0", &snapshot, &stats);
         assert_eq!(v["name"], "wg0");
@@ -134,6 +153,10 @@ mod tests {
         assert!(p["endpoint"].is_null() && p["persistent_keepalive"].is_null());
         assert_eq!(v["dropped"]["rx_bad_mac1"], 2);
         assert_eq!(v["counters"]["rx_packets"], 5);
+        assert_eq!(v["workers"]["0"]["rx_batches"], 4);
+        assert_eq!(v["workers"]["tcp"]["tx_packets"], 3);
+        assert_eq!(v["tcp_connections_open"]["connected"], 1);
+        assert!(v["counters"].get("worker_0_rx_batches").is_none());
         let text = v.to_string();
         assert!(!text.contains(&BASE64.encode([9; 32])), "no private key");
         assert!(!text.contains(&BASE64.encode([1; 32])), "no preshared key");

@@ -1,6 +1,7 @@
 //! One TCP connection of the owner: its socket, receive buffer and queue of frames to send.
 
 use super::handoff::TcpHandoff;
+use crate::stats::TcpState;
 use fastwire_proto::framing::FrameBuffer;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
@@ -21,6 +22,22 @@ pub(crate) enum Role {
     Accepted { authenticated: bool },
     /// Ours, to a configured `tcp://` endpoint; `connected` once the handshake of TCP itself completed.
     Dialed { connected: bool },
+}
+
+impl Role {
+    /// What the open-connection gauges count this role as.
+    pub fn state(self) -> TcpState {
+        match self {
+            Role::Accepted {
+                authenticated: false,
+            } => TcpState::AcceptedUnauthenticated,
+            Role::Accepted {
+                authenticated: true,
+            } => TcpState::Accepted,
+            Role::Dialed { connected: false } => TcpState::Connecting,
+            Role::Dialed { connected: true } => TcpState::Connected,
+        }
+    }
 }
 
 pub(crate) struct Conn {

@@ -3,6 +3,7 @@
 //! fastwire's own counters. Written straight into the response, so a scrape of 100,000 peers never builds
 //! the whole text in memory.
 
+use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -18,11 +19,22 @@ pub enum PeerSeries {
 }
 
 use crate::show::DROP_PREFIX;
+use fastwire_engine::stats::{TCP_OPEN_PREFIX, WORKER_PREFIX};
 
 /// Counters named `tcp_closed_REASON` are connections closed for REASON (`drop_REASON`: packets dropped).
 const TCP_CLOSED_PREFIX: &str = "tcp_closed_";
 
-/// Writes every series of `iface`. `stats` are the engine's named counters (all monotonic).
+/// The drop reasons of handshake messages that were well-formed and carried a valid mac1 but failed
+/// the handshake itself.
+const HANDSHAKE_FAILURES: [&str; 4] = [
+    "rx_handshake_auth_failed",
+    "rx_handshake_replayed_timestamp",
+    "rx_handshake_flood",
+    "rx_handshake_unexpected",
+];
+
+/// Writes every series of `iface`. `stats` are the engine's named values: counters, but for the
+/// `tcp_open_STATE` gauges.
 pub fn write_metrics(
     out: &mut impl Write,
     iface: &str,
@@ -92,24 +104,71 @@ pub fn write_metrics(
         out,
         "fastwire_peers_with_session{{interface=\"{iface}\"}} {recent}"
     )?;
-    write_reasoned(
+    write_labelled(
         out,
         &iface,
         stats,
-        DROP_PREFIX,
-        "fastwire_dropped_packets_total",
-        "Packets and messages dropped, by reason (the reasons of fastwire show)",
+        Labelled {
+            prefix: DROP_PREFIX,
+            name: "fastwire_dropped_packets_total",
+            kind: "counter",
+            label: "reason",
+            help: "Packets and messages dropped, by reason (the reasons of fastwire show)",
+        },
     )?;
-    write_reasoned(
+    write_labelled(
         out,
         &iface,
         stats,
-        TCP_CLOSED_PREFIX,
-        "fastwire_tcp_connections_closed_total",
-        "TCP transport connections closed, by reason",
+        Labelled {
+            prefix: TCP_CLOSED_PREFIX,
+            name: "fastwire_tcp_connections_closed_total",
+            kind: "counter",
+            label: "reason",
+            help: "TCP transport connections closed, by reason",
+        },
     )?;
+    write_labelled(
+        out,
+        &iface,
+        stats,
+        Labelled {
+            prefix: TCP_OPEN_PREFIX,
+            name: "fastwire_tcp_connections",
+            kind: "gauge",
+            label: "state",
+            help: "TCP transport connections open now, by state",
+        },
+    )?;
+    let failed: u64 = stats
+        .iter()
+        .filter(|(name, _)| {
+            name.strip_prefix(DROP_PREFIX)
+                .is_some_and(|reason| HANDSHAKE_FAILURES.contains(&reason))
+        })
+        .map(|(_, value)| value)
+        .sum();
+    family(
+        out,
+        "fastwire_handshakes_failed_total",
+        "counter",
+        "Handshake messages that passed the MACs and failed the handshake (the sum of their drop reasons)",
+    )?;
+    writeln!(
+        out,
+        "fastwire_handshakes_failed_total{{interface=\"{iface}\"}} {failed}"
+    )?;
+    write_per_worker(out, &iface, stats)?;
     for (name, value) in stats {
-        if name.starts_with(DROP_PREFIX) || name.starts_with(TCP_CLOSED_PREFIX) {
+        if [
+            DROP_PREFIX,
+            TCP_CLOSED_PREFIX,
+            TCP_OPEN_PREFIX,
+            WORKER_PREFIX,
+        ]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+        {
             continue;
         }
         let Some(metric) = metric_name(name) else {
@@ -165,21 +224,73 @@ fn write_peer_family(
     Ok(())
 }
 
-fn write_reasoned(
+/// A family whose samples are the stats named `PREFIX` + a label value.
+struct Labelled<'a> {
+    prefix: &'a str,
+    name: &'a str,
+    kind: &'a str,
+    label: &'a str,
+    help: &'a str,
+}
+
+fn write_labelled(
     out: &mut impl Write,
     iface: &str,
     stats: &[(String, u64)],
-    prefix: &str,
-    name: &str,
-    help: &str,
+    family_of: Labelled<'_>,
 ) -> io::Result<()> {
-    family(out, name, "counter", help)?;
+    let Labelled {
+        prefix,
+        name,
+        kind,
+        label,
+        help,
+    } = family_of;
+    family(out, name, kind, help)?;
     for (stat, value) in stats {
-        if let Some(reason) = stat.strip_prefix(prefix) {
+        if let Some(which) = stat.strip_prefix(prefix) {
             writeln!(
                 out,
-                "{name}{{interface=\"{iface}\",reason=\"{}\"}} {value}",
-                escape_label(reason)
+                "{name}{{interface=\"{iface}\",{label}=\"{}\"}} {value}",
+                escape_label(which)
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// `worker_LABEL_NAME` stats as `fastwire_worker_NAME_total{worker="LABEL"}`, one family per NAME.
+fn write_per_worker(out: &mut impl Write, iface: &str, stats: &[(String, u64)]) -> io::Result<()> {
+    let mut by_counter: BTreeMap<&str, Vec<(&str, u64)>> = BTreeMap::new();
+    for (stat, value) in stats {
+        if let Some((worker, counter)) = stat
+            .strip_prefix(WORKER_PREFIX)
+            .and_then(|rest| rest.split_once('_'))
+        {
+            by_counter
+                .entry(counter)
+                .or_default()
+                .push((worker, *value));
+        }
+    }
+    for (counter, samples) in by_counter {
+        let Some(metric) = metric_name(&format!("worker_{counter}")) else {
+            continue;
+        };
+        family(
+            out,
+            &metric,
+            "counter",
+            &format!(
+                "{} per thread (worker index, tcp or handshake)",
+                counter_help(counter)
+            ),
+        )?;
+        for (worker, value) in samples {
+            writeln!(
+                out,
+                "{metric}{{interface=\"{iface}\",worker=\"{}\"}} {value}",
+                escape_label(worker)
             )?;
         }
     }

@@ -31,6 +31,12 @@ fn stats() -> Vec<(String, u64)> {
         ("drop_rx_bad_mac1".into(), 3),
         ("drop_tx_no_route".into(), 0),
         ("tcp_closed_idle".into(), 2),
+        ("drop_rx_handshake_auth_failed".into(), 4),
+        ("drop_rx_handshake_replayed_timestamp".into(), 1),
+        ("tcp_open_accepted".into(), 6),
+        ("worker_0_rx_batches".into(), 11),
+        ("worker_1_rx_batches".into(), 12),
+        ("worker_tcp_rx_packets".into(), 13),
         ("bad name".into(), 9),
     ]
 }
@@ -83,6 +89,22 @@ fn fastwire_counters_by_reason_and_by_name() {
         "fastwire_tcp_connections_closed_total{interface=\"wg\\\"0\",reason=\"idle\"} 2\n"
     ));
     assert!(t.contains("fastwire_rx_packets_total{interface=\"wg\\\"0\"} 10\n"));
+    assert!(t.contains("fastwire_tcp_connections{interface=\"wg\\\"0\",state=\"accepted\"} 6\n"));
+    assert!(t.contains("# TYPE fastwire_tcp_connections gauge\n"));
+    assert!(
+        t.contains("fastwire_handshakes_failed_total{interface=\"wg\\\"0\"} 5\n"),
+        "auth failures and replayed timestamps add up"
+    );
+    assert!(
+        t.contains("fastwire_worker_rx_batches_total{interface=\"wg\\\"0\",worker=\"1\"} 12\n")
+    );
+    assert!(
+        t.contains("fastwire_worker_rx_packets_total{interface=\"wg\\\"0\",worker=\"tcp\"} 13\n")
+    );
+    assert!(
+        !t.contains("fastwire_worker_0_"),
+        "per-thread values are labels of one family"
+    );
     assert!(
         !t.contains("bad name"),
         "a name that would break the format is left out"

@@ -3,7 +3,7 @@
 
 use super::{Owner, READ_BUDGET};
 use crate::shared::Transmit;
-use crate::stats::{SendDrop, TcpClose};
+use crate::stats::{SendDrop, TcpClose, TcpState};
 use fastwire_proto::framing::{FrameError, length_prefix};
 use fastwire_proto::messages::RESPONSE_LEN;
 use fastwire_proto::{DATA_HEADER_LEN, Endpoint, Incoming, Peer, RecvDrop};
@@ -120,6 +120,10 @@ impl Owner {
                 // The first authenticated message makes this connection what an endpoint with its
                 // address means, and one of its peer's.
                 if authenticated && conn.authenticated(now) {
+                    shared.tcp_states.moved(
+                        Some(TcpState::AcceptedUnauthenticated),
+                        Some(TcpState::Accepted),
+                    );
                     self.by_addr.insert(conn.remote, slot);
                     if let Some(peer) = sender(&incoming) {
                         conn.peer = Some(peer.public_key);

@@ -212,6 +212,7 @@ impl Owner {
         if matches!(conn.role, Role::Dialed { .. }) {
             self.by_addr.insert(conn.remote, slot);
         }
+        self.shared.tcp_states.moved(None, Some(conn.role.state()));
         if slot == self.conns.len() {
             self.conns.push(Some(conn));
         } else {
@@ -225,6 +226,7 @@ impl Owner {
             return;
         };
         let _ = self.poll.registry().deregister(&mut conn.stream);
+        self.shared.tcp_states.moved(Some(conn.role.state()), None);
         conn.release(&self.shared.tcp);
         if self.by_addr.get(&conn.remote) == Some(&slot) {
             self.by_addr.remove(&conn.remote);

@@ -3,7 +3,7 @@
 
 use super::{CONNECT_TIMEOUT, Owner, earliest};
 use crate::shared::Transmit;
-use crate::stats::{Counter, TcpClose};
+use crate::stats::{Counter, TcpClose, TcpState};
 use crate::tcp::conn::{Conn, Role};
 use crate::tcp::dial::backoff;
 use fastwire_proto::Endpoint;
@@ -64,6 +64,9 @@ impl Owner {
         }
         conn.role = Role::Dialed { connected: true };
         let target = conn.remote;
+        self.shared
+            .tcp_states
+            .moved(Some(TcpState::Connecting), Some(TcpState::Connected));
         let session_worked = self.dials.get(&target).is_none_or(|d| d.session_worked);
         self.stats.count(Counter::TcpConnected, 1);
         tracing::info!(%target, "TCP connection established");
