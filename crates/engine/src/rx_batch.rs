@@ -59,9 +59,7 @@ impl RxBatch {
     ) {
         let mut queued_handshakes = false;
         self.plaintexts.clear();
-        if self.received > 0 {
-            stats.count(Counter::RxBatches, 1);
-        }
+        let mut datagrams = 0;
         for b in 0..self.received {
             let meta = self.meta[b];
             let from = Endpoint::udp_to(meta.addr, meta.dst_ip);
@@ -74,6 +72,7 @@ impl RxBatch {
                 let start = base + offset;
                 let datagram = &mut self.arena[start..start + seg_len];
                 offset += seg_len;
+                datagrams += 1;
                 let incoming = if is_handshake(datagram) {
                     // Screened here (MACs, load, cookie replies); the Noise handshake is the
                     // handshake thread's.
@@ -105,6 +104,10 @@ impl RxBatch {
                 }
                 shared.follow_up(out, &incoming, scratch, now, stats);
             }
+        }
+        if self.received > 0 {
+            stats.count(Counter::RxBatches, 1);
+            stats.count(Counter::RxDatagrams, datagrams);
         }
         if queued_handshakes {
             shared.handshakes.wake();

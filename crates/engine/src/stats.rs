@@ -78,11 +78,13 @@ pub enum Counter {
     TcpConnected,
     /// Batches of datagrams received from the UDP socket (one recvmmsg that returned some).
     RxBatches,
+    /// Datagrams in those batches, whatever they held (a GRO train counts each of its datagrams).
+    RxDatagrams,
     /// Batches of encrypted packets sent (one round of sendmmsg / GSO sends).
     TxBatches,
 }
 
-const COUNTERS: [(Counter, &str); 11] = [
+const COUNTERS: [(Counter, &str); 12] = [
     (Counter::RxPackets, "rx_packets"),
     (Counter::TxPackets, "tx_packets"),
     (Counter::TunWriteFailed, "rx_tun_write_failed"),
@@ -93,14 +95,16 @@ const COUNTERS: [(Counter, &str); 11] = [
     (Counter::TcpAccepted, "tcp_connections_accepted"),
     (Counter::TcpConnected, "tcp_connections_established"),
     (Counter::RxBatches, "rx_batches"),
+    (Counter::RxDatagrams, "rx_datagrams"),
     (Counter::TxBatches, "tx_batches"),
 ];
 
 /// The counters shown per worker (`worker_N_NAME`): how the load spreads and how full the batches are.
-const PER_WORKER: [Counter; 4] = [
+const PER_WORKER: [Counter; 5] = [
     Counter::RxPackets,
     Counter::TxPackets,
     Counter::RxBatches,
+    Counter::RxDatagrams,
     Counter::TxBatches,
 ];
 

@@ -2,7 +2,7 @@
 
 #[cfg(target_os = "linux")]
 use crate::demo;
-use crate::{config, daemon, keys, show, show_json, syncconf, wgquick};
+use crate::{config, daemon, keys, show, show_json, syncconf, top, wgquick};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +31,28 @@ fn parse_positive(text: &str) -> Result<usize, String> {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err(format!("`{text}' is not a number of at least 1")),
     }
+}
+
+/// Seconds between `fastwire top` readings.
+fn parse_interval(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if (0.1..=3600.0).contains(&s) => Ok(s),
+        _ => Err(format!(
+            "`{text}' is not a number of seconds from 0.1 to 3600"
+        )),
+    }
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+enum TopSort {
+    /// Fastest receive rate first.
+    Rx,
+    /// Fastest transmit rate first.
+    Tx,
+    /// Most recent handshake first.
+    Handshake,
+    /// By public key.
+    Key,
 }
 
 /// fastwire — a fast userspace WireGuard tunnel.
@@ -204,6 +226,31 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A live view of one interface: each peer's receive/transmit rate, endpoint and transport,
+    /// handshake age; drops per second by reason; each worker's packets per second and batch sizes.
+    ///
+    /// On a terminal it is interactive (q quits; s cycles the sort; r, t, h, k sort by receive,
+    /// transmit, handshake, key). When stdout is not a terminal, or with --count, it prints plain
+    /// frames instead, one per interval.
+    #[command(
+        after_help = "Examples:\n  fastwire top wg0\n  fastwire top wg0 --count 3 --sort tx     # three plain frames, busiest senders first\n  fastwire top --interval 5 | tee top.log"
+    )]
+    Top {
+        /// Interface to watch (default: the only one there is).
+        iface: Option<String>,
+        /// Seconds between readings (at least 0.1).
+        #[arg(long, short = 'i', value_name = "SECONDS", default_value_t = 1.0, value_parser = parse_interval)]
+        interval: f64,
+        /// Print this many plain frames, then exit (also on a terminal).
+        #[arg(long, short = 'n', value_name = "N", value_parser = parse_positive)]
+        count: Option<usize>,
+        /// Peers per plain frame, in sort order (the terminal view shows as many as fit).
+        #[arg(long, value_name = "N", default_value_t = 20, value_parser = parse_positive)]
+        peers: usize,
+        /// The order of the peers.
+        #[arg(long, value_enum, default_value_t = TopSort::Rx)]
+        sort: TopSort,
+    },
     /// Run a self-contained demo: two namespaces, a tunnel, handshake, ping, bulk transfer, cleanup.
     #[command(after_help = "Example:\n  sudo fastwire demo --seconds 5")]
     Demo {
@@ -280,6 +327,26 @@ fn run_command(command: Command) -> Result<(), String> {
         Command::Genkey => keys::genkey(),
         Command::Pubkey => keys::pubkey(),
         Command::Genpsk => keys::genpsk(),
+        Command::Top {
+            iface,
+            interval,
+            count,
+            peers,
+            sort,
+        } => top::run(
+            iface.as_deref(),
+            &top::Options {
+                interval: std::time::Duration::from_secs_f64(interval),
+                count,
+                max_peers: peers,
+                sort: match sort {
+                    TopSort::Rx => top::SortBy::Rx,
+                    TopSort::Tx => top::SortBy::Tx,
+                    TopSort::Handshake => top::SortBy::Handshake,
+                    TopSort::Key => top::SortBy::Key,
+                },
+            },
+        ),
         Command::Show { iface, json: false } => show::show(iface.as_deref()),
         Command::Show { iface, json: true } => show_json::show_json(iface.as_deref()),
         #[cfg(target_os = "linux")]

@@ -15,5 +15,6 @@ mod sd_notify;
 mod show;
 mod show_json;
 mod syncconf;
+mod top;
 pub mod uapi;
 pub mod wgquick;
