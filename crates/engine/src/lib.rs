@@ -366,57 +366,61 @@ impl Engine {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         let targets_before = targets.clone();
-        let mut result = Ok(());
-        if update.replace_peers {
-            device.clear_peers();
-            targets.clear();
-        }
-        for p in &update.peers {
-            if p.remove {
-                device.remove_peer(&p.public_key);
-                targets.remove(&p.public_key);
-                continue;
+        // One batch: each table is copied once for the whole transaction, not once per peer.
+        let result = device.configure(|batch| {
+            let mut result = Ok(());
+            if update.replace_peers {
+                batch.clear_peers();
+                targets.clear();
             }
-            if p.update_only && device.peer(&p.public_key).is_none() {
-                continue;
-            }
-            // Our own public key as a peer is ignored, as wireguard-go does.
-            let Some(peer) = device.add_peer(p.public_key) else {
-                continue;
-            };
-            if let Some(psk) = p.preshared_key {
-                peer.set_preshared_key(psk);
-            }
-            if let Some(endpoint) = p.endpoint {
-                let endpoint = config::Endpoint {
-                    transport: endpoint.transport,
-                    addr: fastwire_io::udp::canonical(endpoint.addr),
-                    local: None,
-                };
-                peer.set_endpoint(endpoint);
-                if endpoint.is_tcp() {
-                    targets.insert(p.public_key, endpoint.addr);
-                } else {
+            for p in &update.peers {
+                if p.remove {
+                    batch.remove_peer(&p.public_key);
                     targets.remove(&p.public_key);
+                    continue;
+                }
+                if p.update_only && batch.peer(&p.public_key).is_none() {
+                    continue;
+                }
+                // Our own public key as a peer is ignored, as wireguard-go does.
+                let Some(peer) = batch.add_peer(p.public_key) else {
+                    continue;
+                };
+                if let Some(psk) = p.preshared_key {
+                    peer.set_preshared_key(psk);
+                }
+                if let Some(endpoint) = p.endpoint {
+                    let endpoint = config::Endpoint {
+                        transport: endpoint.transport,
+                        addr: fastwire_io::udp::canonical(endpoint.addr),
+                        local: None,
+                    };
+                    peer.set_endpoint(endpoint);
+                    if endpoint.is_tcp() {
+                        targets.insert(p.public_key, endpoint.addr);
+                    } else {
+                        targets.remove(&p.public_key);
+                    }
+                }
+                if p.replace_allowed_ips || !p.allowed_ips.is_empty() {
+                    let ips: Vec<_> = p.allowed_ips.iter().map(|a| (a.addr, a.cidr)).collect();
+                    if let Err(e) = batch.set_allowed_ips(&peer, p.replace_allowed_ips, &ips) {
+                        // What was applied so far stays applied (as in wireguard-go), TCP endpoints too.
+                        result = Err(SetError::Invalid(e));
+                        break;
+                    }
+                }
+                if let Some(secs) = p.persistent_keepalive {
+                    let old = peer.persistent_keepalive();
+                    peer.set_persistent_keepalive(secs);
+                    // As wireguard-go: turning it on sends one now; changing the interval does not.
+                    if (old == 0) != (secs == 0) {
+                        device.persistent_keepalive_changed(&peer, now);
+                    }
                 }
             }
-            if p.replace_allowed_ips || !p.allowed_ips.is_empty() {
-                let ips: Vec<_> = p.allowed_ips.iter().map(|a| (a.addr, a.cidr)).collect();
-                if let Err(e) = device.set_allowed_ips(&peer, p.replace_allowed_ips, &ips) {
-                    // What was applied so far stays applied (as in wireguard-go), TCP endpoints too.
-                    result = Err(SetError::Invalid(e));
-                    break;
-                }
-            }
-            if let Some(secs) = p.persistent_keepalive {
-                let old = peer.persistent_keepalive();
-                peer.set_persistent_keepalive(secs);
-                // As wireguard-go: turning it on sends one now; changing the interval does not.
-                if (old == 0) != (secs == 0) {
-                    device.persistent_keepalive_changed(&peer, now);
-                }
-            }
-        }
+            result
+        });
         if *targets != targets_before {
             let mut list: Vec<_> = targets.values().copied().collect();
             list.sort();

@@ -69,9 +69,9 @@ impl<T: Clone + PartialEq> AllowedIps<T> {
         Self::default()
     }
 
-    /// Inserts `addr/cidr -> value`, replacing the value of an identical prefix. Host bits beyond `cidr`
-    /// are masked off (`10.0.0.1/24` is stored as `10.0.0.0/24`), as `wg` does.
-    pub fn insert(&mut self, addr: IpAddr, cidr: u8, value: T) -> Result<(), InvalidPrefix> {
+    /// Inserts `addr/cidr -> value`, replacing (and returning) the value of an identical prefix. Host
+    /// bits beyond `cidr` are masked off (`10.0.0.1/24` is stored as `10.0.0.0/24`), as `wg` does.
+    pub fn insert(&mut self, addr: IpAddr, cidr: u8, value: T) -> Result<Option<T>, InvalidPrefix> {
         match addr {
             IpAddr::V4(a) => self.v4.insert(a.to_bits(), cidr, value),
             IpAddr::V6(a) => self.v6.insert(a.to_bits(), cidr, value),
@@ -136,6 +136,19 @@ impl<T: Clone + PartialEq> AllowedIps<T> {
     pub fn clear(&mut self) {
         self.v4.clear();
         self.v6.clear();
+    }
+}
+
+/// `addr/cidr` as the table stores it: host bits beyond `cidr` cleared; `None` for a `cidr` too long.
+pub fn masked(addr: IpAddr, cidr: u8) -> Option<IpAddr> {
+    match addr {
+        IpAddr::V4(a) if cidr <= u32::BITS as u8 => {
+            Some(Ipv4Addr::from_bits(a.to_bits().masked(cidr)).into())
+        }
+        IpAddr::V6(a) if cidr <= u128::BITS as u8 => {
+            Some(Ipv6Addr::from_bits(a.to_bits().masked(cidr)).into())
+        }
+        _ => None,
     }
 }
 
@@ -260,7 +273,7 @@ impl<K: PrefixKey, T> Trie<K, T> {
         best
     }
 
-    fn insert(&mut self, addr: K, cidr: u8, value: T) -> Result<(), InvalidPrefix> {
+    fn insert(&mut self, addr: K, cidr: u8, value: T) -> Result<Option<T>, InvalidPrefix> {
         if cidr > K::BITS {
             return Err(InvalidPrefix { cidr, max: K::BITS });
         }
@@ -272,15 +285,16 @@ impl<K: PrefixKey, T> Trie<K, T> {
                 let leaf = self.alloc(Node::new(key, cidr, Some(value)));
                 self.set_slot(slot, leaf);
                 self.len += 1;
-                return Ok(());
+                return Ok(None);
             };
             let common = key.common_prefix_len(node.key).min(cidr).min(node.cidr);
             if common == node.cidr {
                 if node.cidr == cidr {
-                    if node.value.replace(value).is_none() {
+                    let previous = node.value.replace(value);
+                    if previous.is_none() {
                         self.len += 1;
                     }
-                    return Ok(());
+                    return Ok(previous);
                 }
                 // The node's prefix covers the new one: descend.
                 slot = Slot::Child(current, key.bit(node.cidr));
@@ -303,7 +317,7 @@ impl<K: PrefixKey, T> Trie<K, T> {
             };
             self.set_slot(slot, replacement);
             self.len += 1;
-            return Ok(());
+            return Ok(None);
         }
     }
 

@@ -11,6 +11,7 @@ use crate::session::Keypair;
 use crate::timers::PeerTimers;
 use arc_swap::ArcSwapOption;
 use std::collections::VecDeque;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -65,6 +66,10 @@ pub struct Peer {
     staged: Mutex<VecDeque<Vec<u8>>>,
     /// Removed from the device: a handshake still under way for it must not install anything.
     pub(crate) removed: AtomicBool,
+    /// This peer's prefixes in the device's routing table (masked, in insertion order). Written only
+    /// under the device's configuration lock, beside the table: removing a peer or listing its allowed
+    /// IPs then costs its own prefixes, not a walk of every peer's.
+    pub(crate) allowed_ips: Mutex<Vec<(IpAddr, u8)>>,
 }
 
 /// Packets kept per peer while a handshake is under way (as wireguard-go's queue of staged packets).
@@ -95,11 +100,16 @@ impl Peer {
             tx_bytes: AtomicU64::new(0),
             staged: Mutex::new(VecDeque::new()),
             removed: AtomicBool::new(false),
+            allowed_ips: Mutex::new(Vec::new()),
         }
     }
 
     pub(crate) fn handshake(&self) -> MutexGuard<'_, HandshakeState> {
         self.handshake.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn allowed_ips(&self) -> MutexGuard<'_, Vec<(IpAddr, u8)>> {
+        self.allowed_ips.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) fn keypairs(&self) -> MutexGuard<'_, KeypairSlots> {

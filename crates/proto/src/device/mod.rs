@@ -8,6 +8,7 @@
 //! cookie replies under load), `handshake` (initiations, responses, cookie replies), `data` (opening
 //! and sealing transport data) and `timer_events` (arming and firing the per-peer timers).
 
+mod config_batch;
 mod data;
 mod drops;
 mod handshake;
@@ -29,6 +30,7 @@ use crate::peer::Peer;
 use crate::ratelimit::{CookieReplyLimiter, RateLimiter};
 use crate::timers::*;
 use arc_swap::{ArcSwap, ArcSwapOption};
+pub use config_batch::ConfigBatch;
 use index::IndexEntry;
 use macs::{LoadMeter, Macs};
 use std::collections::HashMap;
@@ -194,29 +196,7 @@ impl Device {
     /// Sets or removes our private key. Sessions made under the old key are dropped, and a peer with our
     /// own public key is removed (as wireguard-go does).
     pub fn set_private_key(&self, private: Option<Key>) {
-        let _g = lock(&self.config_lock);
-        if self.private_key() == private {
-            return;
-        }
-        let identity = private.map(|k| {
-            let keys = StaticKeys::from_private(k);
-            let checker = CookieChecker::new(&keys.public);
-            Arc::new(Identity { keys, checker })
-        });
-        if let Some(own) = identity.as_ref().map(|i| i.keys.public)
-            && self.peers.load().contains_key(&own)
-        {
-            self.remove_peer_locked(&own);
-        }
-        // The new key first, then the new epoch, then the erasure: a handshake still using the old key
-        // read the old epoch, so it is either erased below or refused when it tries to install.
-        self.identity.store(identity.clone());
-        self.new_epoch();
-        for peer in self.peers.load().values() {
-            let ss = identity.as_ref().and_then(|i| i.keys.dh(&peer.public_key));
-            peer.handshake().static_static = ss;
-            self.zero_peer(peer);
-        }
+        self.configure(|c| c.set_private_key(private));
     }
 
     pub fn peer(&self, public_key: &Key) -> Option<Arc<Peer>> {
@@ -228,52 +208,19 @@ impl Device {
         self.peers.load().values().cloned().collect()
     }
 
-    /// Returns the peer with this key, creating it if needed. `None` if the key is our own.
+    /// Returns the peer with this key, creating it if needed. `None` if the key is our own. (One change:
+    /// many go through [`Device::configure`].)
     pub fn add_peer(&self, public_key: Key) -> Option<Arc<Peer>> {
-        let _g = lock(&self.config_lock);
-        if let Some(p) = self.peer(&public_key) {
-            return Some(p);
-        }
-        let identity = self.identity.load();
-        if identity
-            .as_ref()
-            .is_some_and(|i| i.keys.public == public_key)
-        {
-            return None;
-        }
-        let ss = identity.as_ref().and_then(|i| i.keys.dh(&public_key));
-        let peer = Arc::new(Peer::new(public_key, ss));
-        let mut map = HashMap::clone(&self.peers.load());
-        map.insert(public_key, peer.clone());
-        self.peers.store(Arc::new(map));
-        Some(peer)
+        self.configure(|c| c.add_peer(public_key))
     }
 
     pub fn remove_peer(&self, public_key: &Key) {
-        let _g = lock(&self.config_lock);
-        self.remove_peer_locked(public_key);
-    }
-
-    fn remove_peer_locked(&self, public_key: &Key) {
-        let mut map = HashMap::clone(&self.peers.load());
-        let Some(peer) = map.remove(public_key) else {
-            return;
-        };
-        self.peers.store(Arc::new(map));
-        let mut routes = AllowedIps::clone(&self.routes.load());
-        routes.remove_value(&PeerRef(peer.clone()));
-        self.routes.store(Arc::new(routes));
-        self.mark_removed(&peer);
-        self.zero_peer(&peer);
-        peer.timers.disarm_all();
+        self.configure(|c| c.remove_peer(public_key));
     }
 
     /// Removes every peer.
     pub fn clear_peers(&self) {
-        let _g = lock(&self.config_lock);
-        for key in self.peers.load().keys().copied().collect::<Vec<_>>() {
-            self.remove_peer_locked(&key);
-        }
+        self.configure(|c| c.clear_peers());
     }
 
     /// Replaces (or extends) a peer's allowed IPs. A prefix another peer had moves to this one.
@@ -283,24 +230,14 @@ impl Device {
         replace: bool,
         ips: &[(IpAddr, u8)],
     ) -> Result<(), String> {
-        let _g = lock(&self.config_lock);
-        let value = PeerRef(peer.clone());
-        let mut routes = AllowedIps::clone(&self.routes.load());
-        if replace {
-            routes.remove_value(&value);
-        }
-        for &(addr, cidr) in ips {
-            routes
-                .insert(addr, cidr, value.clone())
-                .map_err(|_| format!("invalid prefix length /{cidr} for {addr}"))?;
-        }
-        self.routes.store(Arc::new(routes));
-        Ok(())
+        self.configure(|c| c.set_allowed_ips(peer, replace, ips))
     }
 
+    /// A peer's allowed IPs as `wg show` lists them: IPv4 first, each family in address order.
     pub fn allowed_ips(&self, peer: &Arc<Peer>) -> Vec<(IpAddr, u8)> {
-        let value = PeerRef(peer.clone());
-        self.routes.load().entries_for(&value).collect()
+        let mut ips = peer.allowed_ips().clone();
+        ips.sort_unstable();
+        ips
     }
 
     /// The peer that owns the destination of an outgoing IP packet (cryptokey routing).
