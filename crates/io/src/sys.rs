@@ -10,6 +10,17 @@ pub fn interface_exists(name: &str) -> bool {
     unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
 }
 
+/// Hands memory the allocator holds but no longer uses back to the system, after a large release (many
+/// peers removed): glibc keeps freed heap pages otherwise, so a server's RSS would stay at its peak.
+/// Elsewhere (musl, macOS, Windows) the allocator returns memory by itself or offers no such call.
+pub fn return_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks and trims the allocator's own free lists; it takes no pointers.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// The effective user id.
 #[cfg(unix)]
 pub fn effective_uid() -> u32 {

@@ -6,7 +6,7 @@
 use crate::cookie::CookieGenerator;
 use crate::crypto::Key;
 use crate::endpoint::Endpoint;
-use crate::noise::InitiatorState;
+use crate::noise::{InitiatorState, StaticKeys};
 use crate::session::Keypair;
 use crate::timers::PeerTimers;
 use arc_swap::ArcSwapOption;
@@ -16,11 +16,38 @@ use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+impl HandshakeState {
+    /// DH(our static, their static) under `keys`, the identity of configuration `epoch`; `None` when the
+    /// result is degenerate (their key is of low order).
+    pub fn static_static(
+        &mut self,
+        epoch: u64,
+        keys: &StaticKeys,
+        their_public: &Key,
+    ) -> Option<Key> {
+        match self.static_static {
+            Some((cached_in, ss)) if cached_in == epoch => ss,
+            _ => {
+                let ss = keys.dh(their_public);
+                self.static_static = Some((epoch, ss));
+                ss
+            }
+        }
+    }
+
+    /// Our private key changed: the next handshake computes it anew.
+    pub fn forget_static_static(&mut self) {
+        self.static_static = None;
+    }
+}
+
 /// The handshake half of a peer, touched only by handshake messages and timers.
 pub(crate) struct HandshakeState {
     pub psk: Key,
-    /// DH(our static, peer static); `None` when we have no private key or the result is degenerate.
-    pub static_static: Option<Key>,
+    /// DH(our static, peer static), computed at the first handshake rather than when the peer is
+    /// added (a `set` of 100,000 peers would otherwise spend seconds on it), with the configuration
+    /// epoch it was computed in: after our private key changes it is computed again.
+    static_static: Option<(u64, Option<Key>)>,
     pub cookies: CookieGenerator,
     pub initiator: Option<InitiatorState>,
     /// Greatest TAI64N timestamp accepted from this peer's initiations.
@@ -76,12 +103,12 @@ pub struct Peer {
 pub const MAX_STAGED_PACKETS: usize = 128;
 
 impl Peer {
-    pub(crate) fn new(public_key: Key, static_static: Option<Key>) -> Self {
+    pub(crate) fn new(public_key: Key) -> Self {
         Self {
             public_key,
             handshake: Mutex::new(HandshakeState {
                 psk: [0; 32],
-                static_static,
+                static_static: None,
                 cookies: CookieGenerator::new(&public_key),
                 initiator: None,
                 latest_timestamp: [0; 12],

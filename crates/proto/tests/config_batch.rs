@@ -34,7 +34,11 @@ fn key(p: u8) -> [u8; 32] {
 
 fn prefix(last: u8, cidr: u8) -> (IpAddr, u8) {
     let bits = u32::from(Ipv4Addr::new(10, 0, 0, last));
-    let mask = if cidr == 0 { 0 } else { u32::MAX << (32 - cidr) };
+    let mask = if cidr == 0 {
+        0
+    } else {
+        u32::MAX << (32 - cidr)
+    };
     (IpAddr::V4(Ipv4Addr::from(bits & mask)), cidr)
 }
 
@@ -156,7 +160,10 @@ fn a_removed_peer_is_marked_only_when_the_batch_ends() {
     device.configure(|batch| {
         batch.remove_peer(&key(1));
         assert!(batch.peer(&key(1)).is_none(), "gone inside the batch");
-        assert!(device.peer(&key(1)).is_some(), "still there outside until it ends");
+        assert!(
+            device.peer(&key(1)).is_some(),
+            "still there outside until it ends"
+        );
     });
     assert!(device.peer(&key(1)).is_none());
     assert!(device.allowed_ips(&peer).is_empty());

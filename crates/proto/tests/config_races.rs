@@ -156,3 +156,41 @@ fn a_handshake_racing_a_new_private_key_leaves_nothing_of_the_old_key() {
         );
     }
 }
+
+/// DH(static, static) is computed at a peer's first handshake and kept per configuration epoch: once our
+/// private key changes, the next handshake must use the new key's, in either role.
+#[test]
+fn handshakes_after_a_new_private_key_use_the_new_key() {
+    let now = Instant::now();
+    let (a, a_peer) = initiator(public(key(2)));
+    let b = Device::new(now);
+    b.set_private_key(Some(key(2)));
+    let b_peer = b.add_peer(public(key(1))).unwrap();
+    b_peer.set_endpoint(SocketAddr::from(([127, 0, 0, 1], 1000)));
+    let from = SocketAddr::from(([127, 0, 0, 1], 1000));
+    let answered =
+        |initiator: &Device, peer: &Arc<fastwire_proto::Peer>, responder: &Device, round| {
+            let mut init = [0u8; INITIATION_LEN];
+            initiator
+                .create_initiation(peer, later(now, round), wall(round * 100), true, &mut init)
+                .unwrap();
+            matches!(
+                responder.handle_incoming(from, &mut init, later(now, round), &mut [0u8; 256]),
+                Incoming::Reply { .. }
+            )
+        };
+    assert!(
+        answered(&a, &a_peer, &b, 0),
+        "B answers under its first key"
+    );
+    // B takes a new key; A learns B's new public key (a new peer, as `wg set` would make it).
+    b.set_private_key(Some(key(3)));
+    a.remove_peer(&public(key(2)));
+    let a_peer = a.add_peer(public(key(3))).unwrap();
+    a_peer.set_endpoint(SocketAddr::from(([127, 0, 0, 1], 2000)));
+    assert!(answered(&a, &a_peer, &b, 1), "B answers under its new key");
+    assert!(
+        answered(&b, &b_peer, &a, 2),
+        "B initiates under its new key"
+    );
+}

@@ -75,8 +75,7 @@ impl ConfigBatch<'_> {
         device.identity.store(identity.clone());
         device.new_epoch();
         for peer in self.all_peers() {
-            let ss = identity.as_ref().and_then(|i| i.keys.dh(&peer.public_key));
-            peer.handshake().static_static = ss;
+            peer.handshake().forget_static_static();
             device.zero_peer(&peer);
         }
     }
@@ -86,6 +85,11 @@ impl ConfigBatch<'_> {
             Some(peers) => peers.values().cloned().collect(),
             None => self.device.peers.load().values().cloned().collect(),
         }
+    }
+
+    /// Peers this batch took out so far.
+    pub fn removed_count(&self) -> usize {
+        self.removed.len()
     }
 
     /// The peer with this key, as the batch has it so far.
@@ -108,8 +112,7 @@ impl ConfigBatch<'_> {
         {
             return None;
         }
-        let ss = identity.as_ref().and_then(|i| i.keys.dh(&public_key));
-        let peer = Arc::new(Peer::new(public_key, ss));
+        let peer = Arc::new(Peer::new(public_key));
         self.peers_mut().insert(public_key, peer.clone());
         Some(peer)
     }

@@ -28,7 +28,7 @@ impl Device {
         let epoch = self.epoch();
         let identity = self.identity.load_full()?;
         let mut hs = peer.handshake();
-        let ss = hs.static_static?;
+        let ss = hs.static_static(epoch, &identity.keys, &peer.public_key)?;
         if !retry {
             if hs
                 .last_initiation_sent
@@ -90,7 +90,9 @@ impl Device {
         }
         let peers = self.peers.load();
         let consumed = noise::consume_initiation(&identity.keys, msg, |pk| {
-            peers.get(pk).and_then(|p| p.handshake().static_static)
+            peers
+                .get(pk)
+                .and_then(|p| p.handshake().static_static(epoch, &identity.keys, pk))
         });
         let Some(consumed) = consumed else {
             return Incoming::Dropped(RecvDrop::HandshakeAuth);
