@@ -48,6 +48,13 @@ def errno_of(answer):
     raise RuntimeError(f"no errno in answer: {answer[:200]!r}")
 
 
+def cpu_seconds(pid):
+    """User + system CPU of a process and its threads so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kib(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -120,6 +127,10 @@ def run_one(args, n):
         watcher.join()
         assert errno_of(answer) == 0, answer
         rss_full = rss_kib(daemon.pid)
+        # An idle server: N peers, no traffic, no keepalives. What does it burn doing nothing?
+        cpu_before = cpu_seconds(daemon.pid)
+        time.sleep(args.idle_seconds)
+        idle_cpu = cpu_seconds(daemon.pid) - cpu_before
         t_get, answer = timed(lambda: uapi(iface, "get=1\n\n"))
         got = answer.count("public_key=")
         assert got == n, f"get=1 lists {got} peers, not {n}"
@@ -140,6 +151,8 @@ def run_one(args, n):
             "wg_show_during_set_max_s": round(max(shows), 3) if shows else None,
             "wg_show_during_set_failed": sum(1 for s in samples if s is None),
             "wg_show_during_set_calls": len(samples),
+            "idle_cpu_s": round(idle_cpu, 3),
+            "idle_seconds": args.idle_seconds,
             "rss_empty_kib": rss_empty,
             "rss_full_kib": rss_full,
             "rss_per_peer_bytes": round((rss_full - rss_empty) * 1024 / n) if n else 0,
@@ -159,6 +172,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--impl", choices=["fastwire", "wireguard-go-2025"], default="fastwire")
     p.add_argument("--binary", help="default: target/release/fastwire or ../shared/peers/wireguard-go-2025")
+    p.add_argument("--idle-seconds", type=float, default=5.0,
+                   help="how long the configured server is watched idle for its CPU use (default 5)")
     p.add_argument("peers", type=int, nargs="+")
     args = p.parse_args()
     if args.binary is None:
@@ -169,12 +184,12 @@ def main():
         print(json.dumps(row), flush=True)
         rows.append(row)
     print()
-    print("| impl | peers | set | get | wg show dump | remove all | wg show during set (max, failed/calls) | RSS per peer | RSS empty → full → after removal |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| impl | peers | set | get | wg show dump | remove all | wg show during set (max, failed/calls) | idle CPU | RSS per peer | RSS empty → full → after removal |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['impl']} | {r['peers']} | {r['set_s']} s | {r['get_s']} s | {r['wg_show_dump_s']} s | "
               f"{r['remove_all_s']} s | {r['wg_show_during_set_max_s']} s, {r['wg_show_during_set_failed']}/"
-              f"{r['wg_show_during_set_calls']} | {r['rss_per_peer_bytes']} B | {r['rss_empty_kib']} → "
+              f"{r['wg_show_during_set_calls']} | {r['idle_cpu_s']} s in {r['idle_seconds']:g} s | {r['rss_per_peer_bytes']} B | {r['rss_empty_kib']} → "
               f"{r['rss_full_kib']} → {r['rss_after_removal_kib']} KiB |")
 
 

@@ -55,6 +55,7 @@ CASES=(
 	"17-systemd $F $F"
 	"18-package $F -"
 	"19-top $F $F"
+	"20-scale $F $F"
 	# The single-queue pipeline (Windows' and macOS' data path), on Linux: against wireguard-go both ways,
 	# roaming, a hub, the TCP transport, a handshake flood.
 	"01-interop ${F/fastwire/fastwire-1q} wireguard-go"
