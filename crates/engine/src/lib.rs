@@ -367,7 +367,6 @@ impl Engine {
             .unwrap_or_else(|p| p.into_inner());
         let targets_before = targets.clone();
         // One batch: each table is copied once for the whole transaction, not once per peer.
-        let mut removed = 0;
         let result = device.configure(|batch| {
             let mut result = Ok(());
             if update.replace_peers {
@@ -420,7 +419,6 @@ impl Engine {
                     }
                 }
             }
-            removed = batch.removed_count();
             result
         });
         if *targets != targets_before {
@@ -430,10 +428,6 @@ impl Engine {
             self.shared.control_tcp(|c| c.dial_targets = Some(list));
         }
         drop(targets);
-        // Their memory is free once the last handshake or packet in flight lets go of them.
-        if removed >= RETURN_MEMORY_AFTER_REMOVING {
-            fastwire_io::sys::return_free_memory();
-        }
         device.take_timers_dirty();
         self.shared.wake_timer();
         result
@@ -559,9 +553,6 @@ impl Engine {
         self.shared.sockets.store(None);
     }
 }
-
-/// A `set` that removes this many peers gives the memory they held back to the system.
-const RETURN_MEMORY_AFTER_REMOVING: usize = 100;
 
 /// Requests shutdown of an engine from anywhere.
 #[derive(Clone)]

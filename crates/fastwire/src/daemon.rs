@@ -116,12 +116,23 @@ pub enum ShutdownReason {
 
 struct Handler(Arc<Engine>);
 
+/// An update of this many peers is large: after it, free memory goes back to the system.
+const LARGE_UPDATE_PEERS: usize = 100;
+
 impl UapiHandler for Handler {
     fn get(&self) -> DeviceSnapshot {
         self.0.snapshot()
     }
     fn set(&self, update: DeviceUpdate) -> Result<(), SetError> {
-        self.0.apply(&update)
+        let large = update.peers.len() >= LARGE_UPDATE_PEERS || update.replace_peers;
+        let result = self.0.apply(&update);
+        // A large update leaves free memory behind: its own parse, and the peers it removed. Hand it
+        // back now that both are gone, or the server's RSS stays at its peak.
+        drop(update);
+        if large {
+            fastwire_io::sys::return_free_memory();
+        }
+        result
     }
     fn stats(&self) -> Vec<(String, u64)> {
         self.0.stats()

@@ -137,6 +137,17 @@ impl<T: Clone + PartialEq> AllowedIps<T> {
         self.v4.clear();
         self.v6.clear();
     }
+
+    /// After many removals, rebuilds a family whose arena is mostly free slots, so the memory of
+    /// removed prefixes goes back with them (the arena never shrinks by itself).
+    pub fn compact_if_sparse(&mut self) {
+        if self.v4.is_sparse() {
+            self.v4 = self.v4.rebuilt();
+        }
+        if self.v6.is_sparse() {
+            self.v6 = self.v6.rebuilt();
+        }
+    }
 }
 
 /// `addr/cidr` as the table stores it: host bits beyond `cidr` cleared; `None` for a `cidr` too long.
@@ -252,6 +263,29 @@ impl<K: PrefixKey, T> Trie<K, T> {
 
     fn clear(&mut self) {
         *self = Self::new();
+    }
+
+    /// More free slots than used ones (and enough to matter).
+    fn is_sparse(&self) -> bool {
+        self.free.len() > 256 && self.free.len() * 2 > self.nodes.len()
+    }
+
+    /// The same entries in a fresh arena sized for them.
+    fn rebuilt(&self) -> Self
+    where
+        T: Clone,
+    {
+        let mut fresh = Self::new();
+        // Free slots hold no value (a removal takes it, pruning only frees valueless nodes), so the
+        // nodes with one are exactly the entries.
+        for node in &self.nodes {
+            if let Some(value) = &node.value {
+                // Re-inserting valid entries cannot fail.
+                let _ = fresh.insert(node.key, node.cidr, value.clone());
+            }
+        }
+        fresh.nodes.shrink_to_fit();
+        fresh
     }
 
     #[inline]
@@ -510,6 +544,29 @@ mod tests {
     fn check_table<T>(table: &AllowedIps<T>) {
         check_invariants(&table.v4);
         check_invariants(&table.v6);
+    }
+
+    #[test]
+    fn compacting_after_removals_keeps_every_entry_and_frees_the_arena() {
+        let mut table = AllowedIps::new();
+        let addr = |i: u32| IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
+        for i in 0..4000 {
+            table.insert(addr(i), 32, i).unwrap();
+        }
+        for i in 100..4000 {
+            assert_eq!(table.remove(addr(i), 32), Some(i));
+        }
+        let arena_before = table.v4.nodes.len();
+        table.compact_if_sparse();
+        assert!(
+            table.v4.nodes.len() < arena_before / 10,
+            "{} nodes",
+            table.v4.nodes.len()
+        );
+        assert_eq!(table.len(), 100);
+        for i in 0..4000 {
+            assert_eq!(table.lookup(addr(i)), (i < 100).then_some(&i), "{i}");
+        }
     }
 
     #[test]

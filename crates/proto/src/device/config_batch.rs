@@ -87,11 +87,6 @@ impl ConfigBatch<'_> {
         }
     }
 
-    /// Peers this batch took out so far.
-    pub fn removed_count(&self) -> usize {
-        self.removed.len()
-    }
-
     /// The peer with this key, as the batch has it so far.
     pub fn peer(&self, public_key: &Key) -> Option<Arc<Peer>> {
         match &self.peers {
@@ -191,10 +186,15 @@ impl ConfigBatch<'_> {
 
     fn publish(self) {
         let device = self.device;
-        if let Some(peers) = self.peers {
+        // After large removals the copies keep room for what is gone: give it back.
+        if let Some(mut peers) = self.peers {
+            if peers.len() * 4 < peers.capacity() && peers.capacity() > 1024 {
+                peers.shrink_to_fit();
+            }
             device.peers.store(Arc::new(peers));
         }
-        if let Some(routes) = self.routes {
+        if let Some(mut routes) = self.routes {
+            routes.compact_if_sparse();
             device.routes.store(Arc::new(routes));
         }
         for peer in &self.removed {
