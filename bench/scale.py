@@ -4,11 +4,18 @@ applied in one `set=1` transaction over the UAPI socket, then `get=1`, `wg show 
 peer (`replace_peers=true`), and RSS along the way. Also how long `wg show` takes while a large `set`
 runs. Traffic: none (no address is ever sent to).
 
-Usage (root): bench/scale.py [--impl fastwire|wireguard-go-2025] [--binary PATH] N [N...]
+Usage (root): bench/scale.py [--impl fastwire|wireguard-go-2025] [--binary PATH] [--handshakes ACTIVE] N [N...]
 Prints one JSON object per N (times in seconds, RSS in KiB) and a Markdown table at the end.
+
+With --handshakes ACTIVE, the N peers are fastwire-loadgen's clients (`clients-config`) and, once they
+are configured, the first ACTIVE of them (at most N) handshake with the server from a second namespace
+over a veth pair (10.77.90.0/24) for --handshake-seconds: the rate the server completes handshakes and
+their p50/p99 latency. The generator runs on the same 2 cores as the server, so rates compare between
+rows of one run, not with other machines.
 """
 
 import argparse
+import base64
 import json
 import os
 import secrets
@@ -91,12 +98,47 @@ def wg_show_while(iface, stop, samples):
         time.sleep(0.05)
 
 
+LOADGEN = os.path.join(ROOT, "target", "release", "fastwire-loadgen")
+SERVER_ADDR, CLIENT_ADDR, SERVER_PORT = "10.77.90.1", "10.77.90.2", 51900
+SOURCES = 200
+
+
+def clients_request(n):
+    """A set=1 of fastwire-loadgen's first N clients (seed 1) as peers."""
+    conf = subprocess.run([LOADGEN, "clients-config", "--seed", "1", "--count", str(n)],
+                          capture_output=True, text=True, check=True).stdout
+    lines = ["set=1"]
+    for line in conf.splitlines():
+        if line.startswith("PublicKey = "):
+            lines.append("public_key=" + base64.b64decode(line.split(" = ")[1]).hex())
+        elif line.startswith("AllowedIPs = "):
+            lines.append("allowed_ip=" + line.split(" = ")[1])
+    return "\n".join(lines) + "\n\n"
+
+
+def veth_pair(ns, client_ns):
+    subprocess.run(["ip", "netns", "add", client_ns], check=True)
+    run = lambda *c: subprocess.run(list(c), check=True)
+    run("ip", "link", "add", "fwsc0", "netns", ns, "type", "veth", "peer", "fwsc1", "netns", client_ns)
+    run("ip", "-n", ns, "addr", "add", f"{SERVER_ADDR}/24", "dev", "fwsc0")
+    run("ip", "-n", client_ns, "addr", "add", f"{CLIENT_ADDR}/24", "dev", "fwsc1")
+    # The clients' source addresses: a server under load limits handshakes per address.
+    batch = "".join(f"addr add 10.77.90.{10 + k}/24 dev fwsc1\n" for k in range(SOURCES))
+    subprocess.run(["ip", "-n", client_ns, "-batch", "-"], input=batch, text=True, check=True)
+    for n, dev in ((ns, "fwsc0"), (client_ns, "fwsc1")):
+        run("ip", "-n", n, "link", "set", dev, "up")
+        run("ip", "-n", n, "link", "set", "lo", "up")
+
+
 def run_one(args, n):
     ns = f"fwscale-{os.getpid()}"
+    client_ns = ns + "-c"
     iface = f"fwscale{os.getpid() % 100000}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
     daemon = None
     try:
+        if args.handshakes:
+            veth_pair(ns, client_ns)
         if args.impl == "fastwire":
             cmd = [args.binary, "-f", iface]
             env = dict(os.environ)
@@ -114,10 +156,13 @@ def run_one(args, n):
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{args.impl} did not serve {iface} within 10 s")
                 time.sleep(0.05)
-        key = secrets.token_bytes(32).hex()
-        assert errno_of(uapi(iface, f"set=1\nprivate_key={key}\nlisten_port=0\n\n")) == 0
+        key = secrets.token_bytes(32)
+        public = subprocess.run(["wg", "pubkey"], input=base64.b64encode(key).decode(), capture_output=True,
+                                text=True, check=True).stdout.strip()
+        port = SERVER_PORT if args.handshakes else 0
+        assert errno_of(uapi(iface, f"set=1\nprivate_key={key.hex()}\nlisten_port={port}\n\n")) == 0
         rss_empty = rss_kib(daemon.pid)
-        request = peers_request(n)
+        request = clients_request(n) if args.handshakes else peers_request(n)
         stop = threading.Event()
         samples = []
         watcher = threading.Thread(target=wg_show_while, args=(iface, stop, samples))
@@ -131,6 +176,17 @@ def run_one(args, n):
         cpu_before = cpu_seconds(daemon.pid)
         time.sleep(args.idle_seconds)
         idle_cpu = cpu_seconds(daemon.pid) - cpu_before
+        handshakes = {}
+        if args.handshakes:
+            out = subprocess.run(["ip", "netns", "exec", client_ns, LOADGEN, "clients",
+                                  "--target", f"{SERVER_ADDR}:{SERVER_PORT}", "--public-key", public,
+                                  "--seed", "1", "--active", str(min(n, args.handshakes)),
+                                  "--count", "100000000", "--seconds", str(args.handshake_seconds),
+                                  "--ports", str(SOURCES), "--source-base", "10.77.90.10"],
+                                 capture_output=True, text=True, timeout=args.handshake_seconds + 120)
+            if out.returncode != 0:
+                raise RuntimeError(f"fastwire-loadgen clients failed: {out.stderr.strip()}")
+            handshakes = json.loads(out.stdout)
         t_get, answer = timed(lambda: uapi(iface, "get=1\n\n"))
         got = answer.count("public_key=")
         assert got == n, f"get=1 lists {got} peers, not {n}"
@@ -151,6 +207,7 @@ def run_one(args, n):
             "wg_show_during_set_max_s": round(max(shows), 3) if shows else None,
             "wg_show_during_set_failed": sum(1 for s in samples if s is None),
             "wg_show_during_set_calls": len(samples),
+            "handshakes": handshakes,
             "idle_cpu_s": round(idle_cpu, 3),
             "idle_seconds": args.idle_seconds,
             "rss_empty_kib": rss_empty,
@@ -166,6 +223,8 @@ def run_one(args, n):
             except subprocess.TimeoutExpired:
                 daemon.kill()
         subprocess.run(["ip", "netns", "del", ns], check=False)
+        if args.handshakes:
+            subprocess.run(["ip", "netns", "del", client_ns], check=False)
 
 
 def main():
@@ -174,6 +233,9 @@ def main():
     p.add_argument("--binary", help="default: target/release/fastwire or ../shared/peers/wireguard-go-2025")
     p.add_argument("--idle-seconds", type=float, default=5.0,
                    help="how long the configured server is watched idle for its CPU use (default 5)")
+    p.add_argument("--handshakes", type=int, default=0, metavar="ACTIVE",
+                   help="then handshake from ACTIVE of the peers (fastwire-loadgen clients)")
+    p.add_argument("--handshake-seconds", type=float, default=10.0)
     p.add_argument("peers", type=int, nargs="+")
     args = p.parse_args()
     if args.binary is None:
@@ -184,6 +246,14 @@ def main():
         print(json.dumps(row), flush=True)
         rows.append(row)
     print()
+    if args.handshakes:
+        print("| impl | peers | active clients | handshakes/s | p50 | p99 | timeouts | cookie rounds |")
+        print("|---|---|---|---|---|---|---|---|")
+        for r in rows:
+            h = r["handshakes"]
+            print(f"| {r['impl']} | {r['peers']} | {h['active']} | {h['handshakes_per_second']} | "
+                  f"{h['p50_ms']} ms | {h['p99_ms']} ms | {h['timeouts']} | {h['cookie_rounds']} |")
+        print()
     print("| impl | peers | set | get | wg show dump | remove all | wg show during set (max, failed/calls) | idle CPU | RSS per peer | RSS empty → full → after removal |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
