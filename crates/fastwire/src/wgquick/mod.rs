@@ -334,13 +334,22 @@ impl<'a> Tunnel<'a> {
 
     fn undo_system_changes(&mut self) {
         let interface_there = os::interface_exists(&self.device);
+        // Consecutive `ip route delete`s run as one `ip -batch`: 10,000 routes, one process.
+        let mut ip_batch = String::new();
         while let Some(change) = self.undo.pop() {
             if change.with_interface && !interface_there {
                 continue;
             }
             let args: Vec<&str> = change.command.iter().map(String::as_str).collect();
+            if let Some(line) = ip_batch_line(&args) {
+                eprintln!("[#] {}", args.join(" "));
+                ip_batch.push_str(&line);
+                continue;
+            }
+            run_ip_batch_best_effort(&mut ip_batch);
             run_best_effort(&args);
         }
+        run_ip_batch_best_effort(&mut ip_batch);
     }
 
     fn hook_command(&self, hook: &str) -> String {
@@ -460,6 +469,42 @@ fn run_plan(command: &[String]) -> Result<(), String> {
 fn run_best_effort(args: &[&str]) {
     if let Err(reason) = run(args) {
         eprintln!("[!] {reason}");
+    }
+}
+
+/// `ip -4 route delete ...` as a line of `ip -batch` (the address tells the family); `None` for any
+/// other command.
+fn ip_batch_line(args: &[&str]) -> Option<String> {
+    match args {
+        ["ip", "-4" | "-6", "route", "delete", rest @ ..] => {
+            Some(format!("route delete {}\n", rest.join(" ")))
+        }
+        _ => None,
+    }
+}
+
+/// Runs the collected lines with `ip -force -batch -` (every line tried, failures reported) and
+/// empties them.
+fn run_ip_batch_best_effort(lines: &mut String) {
+    if lines.is_empty() {
+        return;
+    }
+    let input = std::mem::take(lines);
+    let child = Command::new("ip")
+        .args(["-force", "-batch", "-"])
+        .stdin(Stdio::piped())
+        .spawn();
+    let result = child.map_err(|e| e.to_string()).and_then(|mut child| {
+        if let Some(mut stdin) = child.stdin.take() {
+            // A child that exits without reading is reported by its status below.
+            let _ = std::io::Write::write_all(&mut stdin, input.as_bytes());
+        }
+        child.wait().map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(status) if status.success() => {}
+        Ok(status) => eprintln!("[!] `ip -force -batch -' failed ({status})"),
+        Err(e) => eprintln!("[!] cannot run `ip -batch': {e}"),
     }
 }
 
@@ -639,6 +684,19 @@ pub(crate) mod tests {
         assert_eq!(tunnel_mtu(Some(9000)), 8920);
         assert_eq!(tunnel_mtu(None), 1420);
         assert_eq!(tunnel_mtu(Some(40)), 1420, "nonsense falls back");
+    }
+
+    #[test]
+    fn route_deletes_batch_and_nothing_else_does() {
+        assert_eq!(
+            ip_batch_line(&["ip", "-4", "route", "delete", "10.0.0.0/8", "dev", "wg0"]).as_deref(),
+            Some("route delete 10.0.0.0/8 dev wg0\n")
+        );
+        assert_eq!(
+            ip_batch_line(&["ip", "-6", "rule", "delete", "table", "51820"]),
+            None
+        );
+        assert_eq!(ip_batch_line(&["resolvconf", "-d", "wg0", "-f"]), None);
     }
 
     #[test]
