@@ -4,23 +4,43 @@ use std::fmt::Write as _;
 
 use super::model::{View, age, bits_per_second};
 
+/// Column widths: negative is left-aligned (text), positive right-aligned (numbers).
+const PEER_COLUMNS: [i8; 5] = [-44, -24, 13, 13, 9];
+const WORKER_COLUMNS: [i8; 5] = [-10, 10, 10, 9, 9];
+
+/// One row of a table, its cells two spaces apart.
+fn line(out: &mut String, widths: &[i8], cells: &[&str]) {
+    let row: Vec<String> = widths
+        .iter()
+        .zip(cells)
+        .map(|(&width, cell)| {
+            let w = usize::from(width.unsigned_abs());
+            if width < 0 {
+                format!("{cell:<w$}")
+            } else {
+                format!("{cell:>w$}")
+            }
+        })
+        .collect();
+    let _ = writeln!(out, "{}", row.join("  "));
+}
+
 pub fn render(iface: &str, view: &View, interval_seconds: f64) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{}", headline(iface, view, interval_seconds));
-    let _ = writeln!(
-        out,
-        "{:<44}  {:<24}  {:>13}  {:>13}  {:>9}",
-        "PEER", "ENDPOINT", "RECEIVE", "TRANSMIT", "HANDSHAKE"
+    line(
+        &mut out,
+        &PEER_COLUMNS,
+        &["PEER", "ENDPOINT", "RECEIVE", "TRANSMIT", "HANDSHAKE"],
     );
     for p in &view.peers {
-        let _ = writeln!(
-            out,
-            "{:<44}  {:<24}  {:>13}  {:>13}  {:>9}",
-            p.public_key,
-            p.endpoint,
-            bits_per_second(p.rx_bits_per_second),
-            bits_per_second(p.tx_bits_per_second),
-            age(p.handshake_age),
+        let rx = bits_per_second(p.rx_bits_per_second);
+        let tx = bits_per_second(p.tx_bits_per_second);
+        let age = age(p.handshake_age);
+        line(
+            &mut out,
+            &PEER_COLUMNS,
+            &[&p.public_key, &p.endpoint, &rx, &tx, &age],
         );
     }
     if view.peer_count > view.peers.len() {
@@ -41,16 +61,20 @@ pub fn render(iface: &str, view: &View, interval_seconds: f64) -> String {
         let _ = writeln!(out, "drops/s: {}", drops.join(", "));
     }
     if !view.workers.is_empty() {
-        let _ = writeln!(
-            out,
-            "{:<10}  {:>10}  {:>10}  {:>9}  {:>9}",
-            "WORKER", "RX pkt/s", "TX pkt/s", "RX batch", "TX batch"
-        );
+        let header = ["WORKER", "RX pkt/s", "TX pkt/s", "RX batch", "TX batch"];
+        line(&mut out, &WORKER_COLUMNS, &header);
         for w in &view.workers {
-            let _ = writeln!(
-                out,
-                "{:<10}  {:>10.0}  {:>10.0}  {:>9.1}  {:>9.1}",
-                w.label, w.rx_packets_per_second, w.tx_packets_per_second, w.rx_batch, w.tx_batch
+            let cells = [
+                w.label.clone(),
+                format!("{:.0}", w.rx_packets_per_second),
+                format!("{:.0}", w.tx_packets_per_second),
+                format!("{:.1}", w.rx_batch),
+                format!("{:.1}", w.tx_batch),
+            ];
+            line(
+                &mut out,
+                &WORKER_COLUMNS,
+                &cells.each_ref().map(String::as_str),
             );
         }
     }
