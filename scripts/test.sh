@@ -14,8 +14,9 @@ fi
 # What the e2e scenarios call: wireguard-go (the reference peer), wg / wg-quick, ip / ss / tc, socat (TCP
 # transfers, a port holder), ping, python3 (garbage spray, hostile TCP clients, UAPI), setpriv (util-linux),
 # ps / sysctl (procps), nft (UDP counters, a TCP reset rule: nftables), iperf3 (throughput under attack),
-# prometheus with promtool (a real scrape of the metrics endpoint), tmux (fastwire top in a real terminal).
-PACKAGES=(wireguard-go wireguard-tools iproute2 socat iputils-ping python3 util-linux procps nftables iperf3 prometheus tmux)
+# prometheus with promtool (a real scrape of the metrics endpoint), tmux (fastwire top in a real terminal),
+# systemd (systemd-analyze verify of the unit).
+PACKAGES=(wireguard-go wireguard-tools iproute2 socat iputils-ping python3 util-linux procps nftables iperf3 prometheus tmux systemd)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep >/dev/null 'install ok installed' || missing+=("$pkg")

@@ -11,7 +11,7 @@ require dpkg dpkg-deb
 
 deb=$(ls -t "$E2E_DIR"/../../target/debian/fastwire_*.deb 2>/dev/null | head -n 1)
 [[ -n $deb ]] || fail "no target/debian/fastwire_*.deb: run packaging/deb/build.sh (scripts/test.sh does)"
-if dpkg-query -W -f='${Status}' fastwire 2>/dev/null | grep -q 'install ok installed'; then
+if dpkg-query -W -f='${Status}' fastwire 2>/dev/null | grep >/dev/null 'install ok installed'; then
 	fail "a fastwire package is already installed on this machine: this scenario installs and purges its own"
 fi
 [[ -e /usr/bin/fastwire ]] && fail "/usr/bin/fastwire exists and belongs to no fastwire package: not touching it"
@@ -25,8 +25,8 @@ for want in /usr/bin/fastwire /lib/systemd/system/fastwire@.service /usr/share/m
 	/usr/share/zsh/vendor-completions/_fastwire /usr/share/fish/vendor_completions.d/fastwire.fish; do
 	[[ -f $want ]] || fail "the package did not install $want"
 done
-zcat /usr/share/man/man8/fastwire.8.gz | grep -q '^\.TH fastwire 8' || fail "fastwire.8 is not a man page"
-/usr/bin/fastwire --version | grep -q '^fastwire ' || fail "/usr/bin/fastwire --version: $(/usr/bin/fastwire --version 2>&1)"
+zcat /usr/share/man/man8/fastwire.8.gz | grep >/dev/null '^\.TH fastwire 8' || fail "fastwire.8 is not a man page"
+/usr/bin/fastwire --version | grep >/dev/null '^fastwire ' || fail "/usr/bin/fastwire --version: $(/usr/bin/fastwire --version 2>&1)"
 
 step "fastwire demo from /usr/bin"
 timeout 120 /usr/bin/fastwire demo --seconds 2 >"$LOG_DIR/demo.txt" 2>&1 || fail "fastwire demo failed: $(tail -n 5 "$LOG_DIR/demo.txt")"
