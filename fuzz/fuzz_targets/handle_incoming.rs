@@ -7,7 +7,7 @@
 
 use arbitrary::Arbitrary;
 use fastwire_fuzz::{A_ADDR, Fixture, inner_packet};
-use fastwire_proto::{Endpoint, Incoming};
+use fastwire_proto::{Endpoint, Incoming, TimerSchedule};
 use libfuzzer_sys::fuzz_target;
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -102,6 +102,7 @@ fuzz_target!(|steps: Vec<Step>| {
         let mut sent: Vec<(Vec<u8>, bool)> = Vec::new();
         let mut accepted_once: Vec<Vec<u8>> = Vec::new();
         let mut reply = [0u8; 256];
+        let mut timers = TimerSchedule::default();
         for step in steps.iter().take(64) {
             now += Duration::from_millis(step.advance_ms as u64);
             let (mut msg, fresh_data) = match &step.message {
@@ -144,7 +145,7 @@ fuzz_target!(|steps: Vec<Step>| {
             }
             sent.push((original, fresh_data));
             // Follow-ups a real engine would do, so timers and rekeys move too.
-            let _ = f.b.dev.poll_timers(&f.b.peer, now);
+            f.b.dev.run_timers(&mut timers, now, |_, _| {});
         }
     });
 });

@@ -174,6 +174,7 @@ impl Engine {
         let shared = Arc::new(Shared {
             device: Device::new(Instant::now()),
             sockets: ArcSwapOption::from_pointee(sockets),
+            retired_kernel_drops: std::sync::atomic::AtomicU64::new(0),
             fwmark: AtomicU32::new(0),
             mtu: AtomicUsize::new(opts.mtu as usize),
             stop: AtomicBool::new(false),
@@ -353,7 +354,11 @@ impl Engine {
                         SetError::Io(format!("cannot bind UDP port {port}: {e}"))
                     }
                 })?;
-                self.shared.sockets.store(Some(Arc::new(group)));
+                let old = self.shared.sockets.swap(Some(Arc::new(group)));
+                let retired = old.as_deref().map_or(0, |g| kernel_drops(g));
+                self.shared
+                    .retired_kernel_drops
+                    .fetch_add(retired, Ordering::Relaxed);
                 self.shared.wake_workers();
             }
             self.configured_port.store(port, Ordering::Relaxed);
@@ -513,6 +518,16 @@ impl Engine {
             self.stats.iter().map(|(label, s)| (label.as_str(), &**s)),
         ));
         out.extend(self.shared.tcp_states.summarize());
+        if fastwire_io::udp::KERNEL_DROPS_COUNTED {
+            let current = self
+                .shared
+                .sockets
+                .load()
+                .as_deref()
+                .map_or(0, |g| kernel_drops(g));
+            let retired = self.shared.retired_kernel_drops.load(Ordering::Relaxed);
+            out.push((stats::KERNEL_QUEUE_DROPS.to_string(), retired + current));
+        }
         out
     }
 
@@ -552,6 +567,11 @@ impl Engine {
         }
         self.shared.sockets.store(None);
     }
+}
+
+/// The datagrams the kernel dropped on a socket group's receive queues (0 where it does not say).
+fn kernel_drops(group: &[UdpSocket]) -> u64 {
+    group.iter().filter_map(UdpSocket::kernel_drops).sum()
 }
 
 /// Requests shutdown of an engine from anywhere.

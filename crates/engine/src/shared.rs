@@ -29,6 +29,9 @@ pub(crate) struct Shared {
     pub device: Device,
     /// One socket per worker, all bound to the listen port with SO_REUSEPORT; swapped whole on rebind.
     pub sockets: ArcSwapOption<Vec<UdpSocket>>,
+    /// What the kernel dropped on the sockets of groups replaced by a rebind, so the count never goes
+    /// backwards.
+    pub retired_kernel_drops: std::sync::atomic::AtomicU64,
     pub fwmark: AtomicU32,
     pub mtu: AtomicUsize,
     pub stop: AtomicBool,

@@ -108,6 +108,10 @@ const PER_WORKER: [Counter; 5] = [
     Counter::TxBatches,
 ];
 
+/// Datagrams the kernel dropped because a UDP socket's receive queue was full (fastwire never saw them):
+/// read from the sockets when stats are asked for, not counted by a worker.
+pub const KERNEL_QUEUE_DROPS: &str = "drop_rx_kernel_queue_full";
+
 /// Stats named `worker_LABEL_NAME` are one thread's share of counter NAME: LABEL is a data-path worker's
 /// index, or `tcp` (the TCP owner) or `handshake` (the handshake thread).
 pub const WORKER_PREFIX: &str = "worker_";

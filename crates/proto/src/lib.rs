@@ -17,7 +17,9 @@ pub mod replay;
 pub mod session;
 pub mod timers;
 
-pub use device::{ConfigBatch, Device, Incoming, RecvDrop, Sealed, SendError, TimerEvents};
+pub use device::{
+    ConfigBatch, Device, Incoming, RecvDrop, Sealed, SendError, TimerEvents, TimerSchedule,
+};
 pub use endpoint::{Endpoint, Transport};
 pub use messages::DATA_HEADER_LEN;
 pub use peer::Peer;

@@ -1,9 +1,10 @@
 //! The protocol's constants (whitepaper section 6) and per-peer timers.
 //!
 //! Timers are deadlines kept in atomics (nanoseconds since the device's epoch, 0 = not armed), so the data
-//! path can arm and disarm them without a lock. Whoever drives the timers asks for the earliest deadline,
-//! sleeps until then, and calls [`crate::Device::poll_timers`]. Arming a timer that was idle reports `true`,
-//! the signal to wake that sleeper: it happens once per quiet period, not per packet.
+//! path can arm and disarm them without a lock. Whoever drives the timers keeps a
+//! [`crate::TimerSchedule`] and calls [`crate::Device::run_timers`], which fires the due peers' timers
+//! and says when the next one is due. Arming a timer that was idle reports `true`, the signal that the
+//! driver may need to hear of it: it happens once per quiet period, not per packet.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -109,6 +110,11 @@ pub struct PeerTimers {
     /// Receiving on a session about to expire asked for a handshake; not again until one completes
     /// (wireguard-go's sentLastMinuteHandshake).
     pub sent_last_minute_handshake: std::sync::atomic::AtomicBool,
+    /// The deadline the driver's schedule holds for this peer (0 = none): arming a timer earlier than
+    /// this must tell the driver; arming one later need not (it looks again when this one comes).
+    pub(crate) scheduled_at: AtomicU64,
+    /// On the driver's queue of peers to look at (so a peer is queued at most once).
+    pub(crate) queued: std::sync::atomic::AtomicBool,
 }
 
 impl PeerTimers {

@@ -5,7 +5,9 @@ mod common;
 use common::*;
 use fastwire_proto::messages::INITIATION_LEN;
 use fastwire_proto::timers::{REJECT_AFTER_TIME, REKEY_AFTER_TIME, REKEY_TIMEOUT};
-use fastwire_proto::{DATA_HEADER_LEN, Device, Endpoint, Incoming, RecvDrop, TAILROOM};
+use fastwire_proto::{
+    DATA_HEADER_LEN, Device, Endpoint, Incoming, RecvDrop, TAILROOM, TimerEvents, TimerSchedule,
+};
 use proptest::prelude::*;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -492,13 +494,14 @@ fn timers_retry_then_give_up() {
     let mut t = now;
     let mut retries = 0;
     let mut gave_up = false;
+    let mut schedule = TimerSchedule::default();
     for _ in 0..100 {
-        let Some(deadline) = a.dev.next_deadline() else {
+        let Some(deadline) = a.dev.next_timer(&mut schedule) else {
             break;
         };
         assert!(deadline >= t);
         t = deadline;
-        let ev = a.dev.poll_timers(&a.peer, t);
+        let ev = fire(&a.dev, &mut schedule, t);
         if ev.retry {
             retries += 1;
             a.dev
@@ -523,8 +526,9 @@ fn keepalive_after_receiving_data() {
     handshake(&a, &b, now);
     let _ = send(&a, &b, [10, 0, 0, 1], 10, now);
     // B received data and sends nothing: after KEEPALIVE_TIMEOUT it owes a keepalive.
-    let t = b.dev.next_deadline().unwrap();
-    let ev = b.dev.poll_timers(&b.peer, t);
+    let mut schedule = TimerSchedule::default();
+    let t = b.dev.next_timer(&mut schedule).unwrap();
+    let ev = fire(&b.dev, &mut schedule, t);
     assert!(ev.send_keepalive, "{ev:?}");
 }
 
@@ -605,8 +609,9 @@ fn abandoned_handshakes_leave_no_index_behind() {
         .create_initiation(&a.peer, now, wall_at(now), false, &mut init)
         .unwrap();
     assert_eq!(a.dev.index_count(), 1);
-    while let Some(t) = a.dev.next_deadline() {
-        let ev = a.dev.poll_timers(&a.peer, t);
+    let mut schedule = TimerSchedule::default();
+    while let Some(t) = a.dev.next_timer(&mut schedule) {
+        let ev = fire(&a.dev, &mut schedule, t);
         if ev.retry {
             a.dev
                 .create_initiation(&a.peer, t, wall_at(t), true, &mut init)
@@ -709,4 +714,11 @@ fn endpoint_follows_the_latest_authenticated_packet_across_transports() {
         .handle_incoming(over_tcp, &mut forged, now, &mut scratch);
     assert!(matches!(got, Incoming::Dropped(_)), "{}", describe(&got));
     assert_eq!(b.peer.endpoint(), Some(Endpoint::udp(a.addr)));
+}
+
+/// What the timer driver does at `t` on a device with one peer: that peer's timer events.
+fn fire(dev: &Device, schedule: &mut TimerSchedule, t: Instant) -> TimerEvents {
+    let mut got = TimerEvents::default();
+    dev.run_timers(schedule, t, |_, ev| got = ev);
+    got
 }

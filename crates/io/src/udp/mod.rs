@@ -313,6 +313,44 @@ impl UdpSocket {
     pub fn gro_segments(&self) -> usize {
         self.state.gro_segments()
     }
+
+    /// Datagrams the kernel dropped for this socket before we could read them — almost always a full
+    /// receive queue (UDP `RcvbufErrors`), rarely a bad checksum — or `None` where the platform keeps no
+    /// per-socket count. A system call: for stats readers, never the data path.
+    pub fn kernel_drops(&self) -> Option<u64> {
+        socket_drops(&self.socket)
+    }
+}
+
+/// Whether [`UdpSocket::kernel_drops`] reports anything on this platform.
+pub const KERNEL_DROPS_COUNTED: bool = cfg!(any(target_os = "linux", target_os = "android"));
+
+/// Linux: the socket's `sk_drops`, from `SO_MEMINFO` (Linux 4.6+). It is a `u32` in the kernel, so it
+/// wraps after 4 billion drops; readers treat it as a counter that may reset.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn socket_drops(socket: &std::net::UdpSocket) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    // include/uapi/linux/sock_diag.h: SK_MEMINFO_DROPS is the ninth of SK_MEMINFO_VARS values.
+    const SK_MEMINFO_DROPS: usize = 8;
+    let mut info = [0u32; SK_MEMINFO_DROPS + 1];
+    let mut len = size_of_val(&info) as libc::socklen_t;
+    // SAFETY: `info` is a writable buffer of `len` bytes that outlives the call; the kernel writes at
+    // most `len` bytes and stores the length it wrote in `len`.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    (rc == 0 && len as usize >= size_of_val(&info)).then(|| u64::from(info[SK_MEMINFO_DROPS]))
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn socket_drops(_socket: &std::net::UdpSocket) -> Option<u64> {
+    None
 }
 
 /// Whether a failed GSO send names the offload itself (EINVAL: a segment above the route's MTU, too

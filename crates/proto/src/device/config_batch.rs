@@ -74,10 +74,11 @@ impl ConfigBatch<'_> {
         // read the old epoch, so it is either erased below or refused when it tries to install.
         device.identity.store(identity.clone());
         device.new_epoch();
-        for peer in self.all_peers() {
+        let all = self.all_peers();
+        for peer in &all {
             peer.handshake().forget_static_static();
-            device.zero_peer(&peer);
         }
+        device.zero_peers(all.iter().map(|p| &**p));
     }
 
     fn all_peers(&self) -> Vec<Arc<Peer>> {
@@ -199,7 +200,9 @@ impl ConfigBatch<'_> {
         }
         for peer in &self.removed {
             device.mark_removed(peer);
-            device.zero_peer(peer);
+        }
+        device.zero_peers(self.removed.iter().map(|p| &**p));
+        for peer in &self.removed {
             peer.timers.disarm_all();
         }
     }

@@ -36,8 +36,7 @@ pub struct Sealed {
 impl Device {
     pub(super) fn handle_data(&self, src: Endpoint, msg: &mut [u8], now: Instant) -> Incoming {
         let receiver = messages::receiver_index(Kind::Data, msg);
-        let Some(IndexEntry::Session(peer, keypair)) = self.indices.load().get(&receiver).cloned()
-        else {
+        let Some(IndexEntry::Session(peer, keypair)) = self.indices.get(receiver) else {
             return Incoming::Dropped(RecvDrop::UnknownSession);
         };
         let n = match keypair.open(msg, now) {
@@ -79,7 +78,7 @@ impl Device {
         if keepalive.get().is_none() {
             let at = self.at(now, KEEPALIVE_TIMEOUT);
             let fresh = keepalive.arm_if_idle(at);
-            self.arm(fresh, at);
+            self.arm(&peer, fresh, at);
         } else if !peer.timers.keepalive_again.load(Ordering::Relaxed) {
             peer.timers.keepalive_again.store(true, Ordering::Relaxed);
         }
@@ -133,7 +132,7 @@ impl Device {
         if len > 0 && peer.timers.new_handshake.get().is_none() {
             let at = self.at(now, KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + jitter());
             let fresh = peer.timers.new_handshake.arm_if_idle(at);
-            self.arm(fresh, at);
+            self.arm(peer, fresh, at);
         }
         self.on_authenticated_sent(peer, now);
         Ok(Sealed {

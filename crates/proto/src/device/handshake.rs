@@ -52,7 +52,7 @@ impl Device {
         let Some(state) = state else {
             drop(hs);
             self.index_update(|m| {
-                m.remove(&index);
+                m.remove(index);
             });
             return None;
         };
@@ -62,12 +62,12 @@ impl Device {
         drop(hs);
         if let Some(i) = old {
             self.index_update(|m| {
-                m.remove(&i);
+                m.remove(i);
             });
         }
         let at = self.at(now, REKEY_TIMEOUT + jitter());
         let fresh = peer.timers.retransmit_handshake.set(at);
-        self.arm(fresh, at);
+        self.arm(peer, fresh, at);
         self.on_authenticated_sent(peer, now);
         Some(INITIATION_LEN)
     }
@@ -123,7 +123,7 @@ impl Device {
         let Some(keys) = noise::create_response(&consumed, &hs.psk, index, &mut response) else {
             drop(hs);
             self.index_update(|m| {
-                m.remove(&index);
+                m.remove(index);
             });
             return Incoming::Dropped(RecvDrop::HandshakeAuth);
         };
@@ -138,7 +138,7 @@ impl Device {
         ));
         let Some(out) = reply.get_mut(..RESPONSE_LEN) else {
             self.index_update(|m| {
-                m.remove(&index);
+                m.remove(index);
             });
             return Incoming::Dropped(RecvDrop::HandshakeAuth);
         };
@@ -174,7 +174,7 @@ impl Device {
             return r;
         }
         let receiver = messages::receiver_index(Kind::Response, msg);
-        let Some(IndexEntry::Handshake(peer)) = self.indices.load().get(&receiver).cloned() else {
+        let Some(IndexEntry::Handshake(peer)) = self.indices.get(receiver) else {
             return Incoming::Dropped(RecvDrop::UnexpectedHandshake);
         };
         let keys = {
@@ -201,8 +201,8 @@ impl Device {
 
     pub(super) fn handle_cookie_reply(&self, msg: &[u8], now: Instant) -> Incoming {
         let receiver = messages::receiver_index(Kind::CookieReply, msg);
-        let peer = match self.indices.load().get(&receiver) {
-            Some(IndexEntry::Handshake(p)) | Some(IndexEntry::Session(p, _)) => p.clone(),
+        let peer = match self.indices.get(receiver) {
+            Some(IndexEntry::Handshake(p)) | Some(IndexEntry::Session(p, _)) => p,
             None => return Incoming::Dropped(RecvDrop::UnexpectedHandshake),
         };
         let mut hs = peer.handshake();

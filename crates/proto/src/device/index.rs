@@ -1,11 +1,11 @@
 //! The receiver-index table (the index each handshake and session is known by on the wire, mapped to
 //! its peer and keypair) and the keypair slots it mirrors: reserving, installing, confirming, erasing.
 
+use super::index_table::IndexWrite;
 use super::{Device, lock};
 use crate::crypto;
 use crate::peer::{KeypairSlots, Peer};
 use crate::session::Keypair;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -16,12 +16,13 @@ pub(super) enum IndexEntry {
 }
 
 impl Device {
-    /// Runs `f` on a copy of the index table under the index lock, then publishes the copy.
-    pub(super) fn index_update<R>(&self, f: impl FnOnce(&mut HashMap<u32, IndexEntry>) -> R) -> R {
+    /// Runs `f` on a write of the index table under the index lock, then publishes it (only the shards
+    /// it touched are copied).
+    pub(super) fn index_update<R>(&self, f: impl FnOnce(&mut IndexWrite<'_>) -> R) -> R {
         let _g = lock(&self.index_lock);
-        let mut map = HashMap::clone(&self.indices.load());
-        let r = f(&mut map);
-        self.indices.store(Arc::new(map));
+        let mut write = self.indices.write();
+        let r = f(&mut write);
+        write.publish();
         r
     }
 
@@ -59,8 +60,8 @@ impl Device {
             }
             loop {
                 let i = crypto::random_u32();
-                if let std::collections::hash_map::Entry::Vacant(slot) = map.entry(i) {
-                    slot.insert(IndexEntry::Handshake(peer.clone()));
+                if !map.contains(i) {
+                    map.insert(i, IndexEntry::Handshake(peer.clone()));
                     return Some(i);
                 }
             }
@@ -69,19 +70,25 @@ impl Device {
 
     /// Erases a peer's sessions and handshake state.
     pub(super) fn zero_peer(&self, peer: &Peer) {
-        let old: Vec<u32> = {
+        self.zero_peers([peer]);
+    }
+
+    /// Erases the sessions and handshake state of several peers, in one write of the index table (a
+    /// removal of many peers touches each shard once, not once per peer).
+    pub(super) fn zero_peers<'a>(&self, peers: impl IntoIterator<Item = &'a Peer>) {
+        let mut old: Vec<u32> = Vec::new();
+        for peer in peers {
             let mut hs = peer.handshake();
             let mut slots = peer.keypairs();
-            let mut ids: Vec<u32> = slots.indices().collect();
-            ids.extend(hs.initiator.take().map(|s| s.local_index));
+            old.extend(slots.indices());
+            old.extend(hs.initiator.take().map(|s| s.local_index));
             *slots = KeypairSlots::default();
             peer.current.store(None);
-            ids
-        };
+        }
         if !old.is_empty() {
             self.index_update(|map| {
                 for i in &old {
-                    map.remove(i);
+                    map.remove(*i);
                 }
             });
         }
@@ -97,7 +104,7 @@ impl Device {
     ) -> bool {
         self.index_update(|map| {
             if !self.admits(peer, epoch) {
-                map.remove(&keypair.local_index);
+                map.remove(keypair.local_index);
                 return false;
             }
             // Lock order: the index lock, then the peer's keypair lock (nothing takes them the other
@@ -122,7 +129,7 @@ impl Device {
                 slots.next = Some(keypair.clone());
             }
             for i in &retired {
-                map.remove(i);
+                map.remove(*i);
             }
             map.insert(
                 keypair.local_index,
@@ -147,7 +154,7 @@ impl Device {
         };
         if let Some(i) = retired {
             self.index_update(|map| {
-                map.remove(&i);
+                map.remove(i);
             });
         }
         true

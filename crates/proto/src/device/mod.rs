@@ -1,24 +1,28 @@
 //! The device: our identity, the peer table, the index table and cryptokey routing, and the handling of
 //! every message type. It is shared by all workers (`&self` everywhere): read-mostly tables are swapped
-//! whole (`ArcSwap`), per-peer handshake state sits behind small per-peer locks.
+//! whole (`ArcSwap`; the index table shard by shard), per-peer handshake state sits behind small per-peer locks.
 //!
 //! This module holds the [`Device`] type, its configuration API and the dispatch of each received
 //! message by type; the jobs behind it live in submodules: `drops` (why a datagram was dropped),
 //! `index` (the receiver-index table and the keypair slots it mirrors), `macs` (mac1/mac2 checks and
 //! cookie replies under load), `handshake` (initiations, responses, cookie replies), `data` (opening
-//! and sealing transport data) and `timer_events` (arming and firing the per-peer timers).
+//! and sealing transport data), `timer_events` (what each timer does when it fires) and `timer_schedule`
+//! (which peer is due next, for the timer driver).
 
 mod config_batch;
 mod data;
 mod drops;
 mod handshake;
 mod index;
+mod index_table;
 mod macs;
 mod timer_events;
+mod timer_schedule;
 
 pub use data::{Sealed, SendError};
 pub use drops::RecvDrop;
 pub use timer_events::TimerEvents;
+pub use timer_schedule::TimerSchedule;
 
 use crate::allowed_ips::AllowedIps;
 use crate::cookie::CookieChecker;
@@ -31,7 +35,7 @@ use crate::ratelimit::{CookieReplyLimiter, RateLimiter};
 use crate::timers::*;
 use arc_swap::{ArcSwap, ArcSwapOption};
 pub use config_batch::ConfigBatch;
-use index::IndexEntry;
+use index_table::IndexTable;
 use macs::{LoadMeter, Macs};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -97,7 +101,7 @@ pub struct Device {
     identity: ArcSwapOption<Identity>,
     peers: ArcSwap<HashMap<Key, Arc<Peer>>>,
     routes: ArcSwap<AllowedIps<PeerRef>>,
-    indices: ArcSwap<HashMap<u32, IndexEntry>>,
+    indices: IndexTable,
     /// Serialises configuration changes (peers, routes, identity).
     config_lock: Mutex<()>,
     /// Serialises index-table writes. Taken after a peer's handshake lock and before its keypair
@@ -107,6 +111,8 @@ pub struct Device {
     config_epoch: AtomicU64,
     load: LoadMeter,
     timers_dirty: AtomicBool,
+    /// Peers whose timers were armed earlier than the driver's schedule holds (each at most once).
+    timer_queue: crossbeam_queue::SegQueue<Key>,
     /// When the timer driver will next wake by itself (0 = it is awake and will recompute).
     driver_deadline: AtomicU64,
     /// Per-source handshake budget, consulted only under load.
@@ -126,7 +132,7 @@ impl Device {
             identity: ArcSwapOption::empty(),
             peers: ArcSwap::from_pointee(HashMap::new()),
             routes: ArcSwap::from_pointee(AllowedIps::new()),
-            indices: ArcSwap::from_pointee(HashMap::new()),
+            indices: IndexTable::new(),
             config_lock: Mutex::new(()),
             index_lock: Mutex::new(()),
             config_epoch: AtomicU64::new(0),
@@ -137,6 +143,7 @@ impl Device {
                 threshold: AtomicU32::new(DEFAULT_UNDER_LOAD_THRESHOLD),
             },
             timers_dirty: AtomicBool::new(false),
+            timer_queue: crossbeam_queue::SegQueue::new(),
             driver_deadline: AtomicU64::new(0),
             rate_limiter: Mutex::new(RateLimiter::default()),
             cookie_limiter: Mutex::new(CookieReplyLimiter::default()),
@@ -260,7 +267,7 @@ impl Device {
 
     /// Entries in the index table (handshakes in flight and sessions); for tests and stats.
     pub fn index_count(&self) -> usize {
-        self.indices.load().len()
+        self.indices.len()
     }
 
     /// Handles any received datagram. `reply` must hold at least 148 bytes.

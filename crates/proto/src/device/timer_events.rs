@@ -32,30 +32,12 @@ impl Device {
         self.driver_deadline.store(at, Ordering::SeqCst);
     }
 
-    /// A timer went from idle to `at`: flag the driver only if it would otherwise sleep past it, so
-    /// traffic that arms and disarms keepalive timers in every batch does not wake it every batch.
-    pub(super) fn arm(&self, fresh: bool, at: u64) {
-        if fresh && at < self.driver_deadline.load(Ordering::SeqCst) {
-            self.timers_dirty.store(true, Ordering::Release);
-        }
-    }
-
     pub(super) fn at(&self, now: Instant, after: Duration) -> u64 {
         self.clock.to_nanos(now + after)
     }
 
-    /// The earliest timer deadline over all peers.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        self.peers
-            .load()
-            .values()
-            .filter_map(|p| p.timers.earliest())
-            .min()
-            .map(|n| self.clock.to_instant(n))
-    }
-
     /// Fires the peer's due timers and says what to send.
-    pub fn poll_timers(&self, peer: &Arc<Peer>, now: Instant) -> TimerEvents {
+    pub(super) fn poll_timers(&self, peer: &Arc<Peer>, now: Instant) -> TimerEvents {
         let t = self.clock.to_nanos(now);
         let timers = &peer.timers;
         let mut ev = TimerEvents::default();
@@ -67,14 +49,14 @@ impl Device {
                 drop(hs);
                 if let Some(index) = abandoned {
                     self.index_update(|m| {
-                        m.remove(&index);
+                        m.remove(index);
                     });
                 }
                 timers.send_keepalive.disarm();
                 ev.gave_up = true;
                 let at = self.at(now, REJECT_AFTER_TIME * 3);
                 let fresh = timers.zero_key_material.arm_if_idle(at);
-                self.arm(fresh, at);
+                self.arm(peer, fresh, at);
             } else {
                 hs.attempts += 1;
                 ev.send_initiation = true;
@@ -110,7 +92,7 @@ impl Device {
             // Due now: the timer driver must wake whatever it was waiting for.
             let at = self.clock.to_nanos(now);
             peer.timers.persistent_keepalive.set(at);
-            self.arm(true, at);
+            self.arm(peer, true, at);
         }
     }
 
@@ -119,7 +101,7 @@ impl Device {
         if secs > 0 {
             let at = self.at(now, Duration::from_secs(secs.into()));
             let fresh = peer.timers.persistent_keepalive.set(at);
-            self.arm(fresh, at);
+            self.arm(peer, fresh, at);
         }
     }
 
@@ -136,7 +118,7 @@ impl Device {
     pub(super) fn on_session_derived(&self, peer: &Peer, now: Instant) {
         let at = self.at(now, REJECT_AFTER_TIME * 3);
         peer.timers.zero_key_material.set(at);
-        self.arm(true, at);
+        self.arm(peer, true, at);
     }
 
     pub(super) fn on_handshake_complete(&self, peer: &Peer, now: Instant) {
