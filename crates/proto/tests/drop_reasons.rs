@@ -144,6 +144,8 @@ fn every_drop_reason_is_provoked_and_named() {
     // Under load: a cookie reply (counted as sent), one that does not authenticate, the cookie
     // budget, and, with a valid cookie, the per-source handshake budget.
     let (a, b) = pair(now, None);
+    // A backlog puts B under load; with a threshold of 0 every handshake message keeps it there.
+    b.dev.note_handshake_backlog(now);
     b.dev.set_under_load_threshold(0);
     let Incoming::Reply {
         len: COOKIE_REPLY_LEN,

@@ -173,6 +173,8 @@ fn replayed_initiation_and_bad_mac1_rejected() {
 /// A pair whose responder B is under load from its first handshake on, and A's first initiation to it.
 fn under_load_pair(now: Instant) -> (Side, Side, [u8; INITIATION_LEN]) {
     let (a, b) = pair(now, None);
+    // A backlog puts B under load; with a threshold of 0 every handshake message keeps it there.
+    b.dev.note_handshake_backlog(now);
     b.dev.set_under_load_threshold(0);
     let mut init = [0u8; INITIATION_LEN];
     a.dev
@@ -235,6 +237,8 @@ fn under_load_demands_cookie_then_accepts_it() {
 fn cookie_replies_stop_at_the_budget() {
     let now = Instant::now();
     let (a, b) = pair(now, None);
+    // A backlog puts B under load; with a threshold of 0 every handshake message keeps it there.
+    b.dev.note_handshake_backlog(now);
     b.dev.set_under_load_threshold(0);
     let (mut replies, mut limited) = (0, 0);
     for i in 0..20 {
@@ -289,6 +293,51 @@ fn a_handshake_backlog_puts_the_device_under_load() {
         "{}",
         describe(&got)
     );
+}
+
+#[test]
+fn a_burst_without_backlog_gets_no_cookies_but_a_flood_under_load_keeps_it() {
+    let now = Instant::now();
+    let (a, b) = pair(now, None);
+    b.dev.set_under_load_threshold(10);
+    let mut init = [0u8; INITIATION_LEN];
+    // Each from a port of its own: one source's cookie budget is not what this is about.
+    let mut port = 2000;
+    let mut answer = |t: Instant| {
+        a.dev
+            .create_initiation(&a.peer, t, wall_at(t), true, &mut init)
+            .unwrap();
+        port += 1;
+        let from = SocketAddr::from(([127, 0, 0, 1], port));
+        match b.dev.handle_incoming(from, &mut init, t, &mut [0; 256]) {
+            Incoming::Reply { len, .. } => len,
+            got => panic!("{}", describe(&got)),
+        }
+    };
+    // Three times the threshold within a second (one peer may initiate every 20 ms), and no backlog:
+    // every one answered with a response.
+    for i in 0..30 {
+        assert_eq!(
+            answer(now + Duration::from_millis(i * 25)),
+            92,
+            "message {i}"
+        );
+    }
+    // A backlog, then more than the threshold every second: under load (cookie replies) past the
+    // backlog's own second.
+    let t0 = now + Duration::from_secs(1);
+    b.dev.note_handshake_backlog(t0);
+    for i in 0..40 {
+        let t = t0 + Duration::from_millis(i * 50);
+        assert_eq!(
+            answer(t),
+            64,
+            "message {i} at +{} ms: a cookie reply",
+            i * 50
+        );
+    }
+    // The flood stops: a second later, a response again.
+    assert_eq!(answer(t0 + Duration::from_millis(40 * 50 + 1100)), 92);
 }
 
 /// A screened initiation is handled as any other, without its MACs checked again: answered.

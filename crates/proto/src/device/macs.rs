@@ -14,9 +14,12 @@ pub(super) enum Macs {
     Unchecked,
 }
 
-/// Decides when to demand cookies: more handshake messages per second than the threshold, or a backlog
-/// reported by whoever queues them (the engine's handshake queue), puts the device under load for a
-/// second.
+/// Decides when to demand cookies. A backlog reported by whoever queues handshake messages (the
+/// engine's handshake queue) puts the device under load for a second, as in the kernel and wireguard-go:
+/// a burst the handshake thread keeps up with, however large, is answered without a cookie round. Once
+/// under load, more messages with a valid mac1 per second than the threshold keep it there: a flood that
+/// is screened at the workers no longer reaches the queue, so the backlog alone would let the load lapse
+/// each second and the flood back in.
 pub(super) struct LoadMeter {
     pub(super) window_start: AtomicU64,
     pub(super) count: AtomicU32,
@@ -42,11 +45,12 @@ impl LoadMeter {
             self.count.store(0, Ordering::Relaxed);
         }
         let n = self.count.fetch_add(1, Ordering::Relaxed) + 1;
-        if n > self.threshold.load(Ordering::Relaxed) {
+        let under_load = self.is_under_load(now);
+        if under_load && n > self.threshold.load(Ordering::Relaxed) {
             self.under_load_until
-                .store(now + 1_000_000_000, Ordering::Relaxed);
+                .fetch_max(now + 1_000_000_000, Ordering::Relaxed);
         }
-        now < self.under_load_until.load(Ordering::Relaxed)
+        under_load
     }
 }
 

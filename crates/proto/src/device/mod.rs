@@ -43,7 +43,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-/// Handshake messages per second above which the device is "under load" and demands cookies.
+/// Handshake messages per second above which a device under load (put there by a handshake backlog)
+/// stays under load and goes on demanding cookies.
 pub const DEFAULT_UNDER_LOAD_THRESHOLD: u32 = 1000;
 
 /// What to do with a received datagram.
@@ -150,7 +151,7 @@ impl Device {
         }
     }
 
-    /// Sets the handshake rate (per second) above which cookies are demanded.
+    /// Sets the handshake rate (per second) above which a device under load stays under load.
     pub fn set_under_load_threshold(&self, per_second: u32) {
         self.load.threshold.store(per_second, Ordering::Relaxed);
     }

@@ -59,7 +59,15 @@ pub fn wall() -> Duration {
 /// Wall-clock time that advances with the simulated `now`, so TAI64N timestamps grow with it.
 pub fn wall_at(now: Instant) -> Duration {
     static START: std::sync::OnceLock<(Instant, Duration)> = std::sync::OnceLock::new();
-    let (t0, w0) = *START.get_or_init(|| (Instant::now() - Duration::from_secs(3600), wall()));
+    // An origin before any `now` a test uses: an hour back where the clock allows it (Windows' `Instant`
+    // counts from boot and cannot go below it, so a machine up less than an hour gets less).
+    let origin = || {
+        [3600, 60, 1]
+            .into_iter()
+            .find_map(|s| Instant::now().checked_sub(Duration::from_secs(s)))
+            .unwrap_or_else(Instant::now)
+    };
+    let (t0, w0) = *START.get_or_init(|| (origin(), wall()));
     w0 + now.saturating_duration_since(t0)
 }
 
