@@ -17,7 +17,7 @@ Systems: fastwire, wireguard-go-2025 (../shared/peers, the fastest userspace Wir
 Debian's wireguard-go. `--kinds initiation,junk` also floods with random datagrams of the same size (no
 valid mac1), in the same rounds: the ratio under junk is the floor the flood's datagrams and the flooder's
 own CPU set, so the gap between the two is what the handshake path costs.
-Run as root:  bench/flood.py [--rounds 3] [--seconds 10] [--systems ...] [--kinds initiation,junk]
+Run as root:  bench/flood.py [--rounds 3] [--seconds 10] [--systems ...] [--kinds initiation,junk] [--extra-peers N]
 Writes one JSON line per measurement to stdout and a summary table at the end.
 """
 
@@ -157,6 +157,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--baseline", type=Path,
                         help="another fastwire binary (say, a build of main before a change), measured as "
                              "system fastwire-baseline and added to --systems")
+    parser.add_argument("--extra-peers", type=int, default=0, metavar="N",
+                        help="N idle peers on each side beside the one under test (a server's table)")
     opts = parser.parse_args(argv)
     if opts.baseline:
         baseline = opts.baseline.resolve()

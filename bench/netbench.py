@@ -78,6 +78,9 @@ class System:
     on_request: bool = False
     # Scrape each side's Prometheus endpoint (METRICS_LISTEN) once a second while it runs.
     scrape_metrics: bool = False
+    # Idle peers configured on each side beside the one carrying the traffic (a server's table); the
+    # --extra-peers option sets it for every system.
+    extra_peers: int = 0
     note: str = ""
 
     @property
@@ -164,6 +167,24 @@ SYSTEMS = [
         on_request=True,
         scrape_metrics=True,
         note="fastwire with --metrics-listen, both sides scraped once a second (the metrics endpoint's A/B)",
+    ),
+    System(
+        "fastwire-100k",
+        command=fastwire_command,
+        idle_check=True,
+        env={"FASTWIRE_LOG": "info"},
+        on_request=True,
+        extra_peers=100_000,
+        note="fastwire with 100,000 idle peers on each side beside the active one (issue 10's scale target)",
+    ),
+    System(
+        "wireguard-go-2025-60k",
+        command=lambda opts, iface: [str(WG_GO_2025), "-f", iface],
+        env=GO_ENV,
+        implemented=WG_GO_2025.exists(),
+        on_request=True,
+        extra_peers=60_000,
+        note="wireguard-go-2025 with 60,000 idle peers on each side (it refuses more than 65,536)",
     ),
     System(
         "fastwire-base",
@@ -422,6 +443,10 @@ class Testbed:
         self._wait_for_sockets()
         for side in (0, 1):
             self._configure(system, side, keys[side][0], keys[1 - side][1])
+        extra = system.extra_peers or getattr(self.opts, "extra_peers", 0)
+        if extra:
+            for side in (0, 1):
+                self._add_idle_peers(side, extra)
         for side, ns in enumerate(self.ns):
             iface = self.iface[side]
             run(["ip", "-n", ns, "addr", "add", f"{OVERLAY[side]}/{PREFIX_LEN}", "dev", iface], timeout=10)
@@ -461,6 +486,15 @@ class Testbed:
             lines.append(f"endpoint={endpoint}")
         lines.append(f"allowed_ip={allowed}")
         uapi_set(iface, lines)
+
+    def _add_idle_peers(self, side: int, count: int) -> None:
+        """`count` more peers beside the one that carries the traffic, as on a server: random keys, one
+        /32 each in 10.200.0.0/15, no endpoint, so they never send or receive anything."""
+        lines = []
+        for i in range(count):
+            lines.append(f"public_key={os.urandom(32).hex()}")
+            lines.append(f"allowed_ip=10.{200 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}/32")
+        uapi_set(self.iface[side], lines, timeout=120)
 
     def _wait_for_path(self, attempts: int = 5) -> None:
         """The first ping also drives the handshake; give it a few tries."""
@@ -1044,6 +1078,7 @@ def setup_text(opts: argparse.Namespace) -> str:
         f"iperf3 test, idle check {opts.idle_seconds:g} s, fastwire workers: {workers}. Medians over rounds; "
         f"'(n/R)' marks a median over fewer rounds because some failed; min/max per round are in the JSON. "
         f"CPU-s/GB: utime+stime of both tunnel processes per 10^9 bytes received; peak RSS: VmHWM per process."
+        + (f" Each side also holds {opts.extra_peers} idle peers (--extra-peers)." if opts.extra_peers else "")
     )
 
 
@@ -1230,6 +1265,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--fastwire", type=Path, default=REPO / "target" / "release" / "fastwire",
                         help="fastwire binary (default target/release/fastwire)")
     parser.add_argument("--workers", type=int, help="passed to fastwire as --workers N")
+    parser.add_argument("--extra-peers", type=int, default=0, metavar="N",
+                        help="N idle peers configured on each side beside the one carrying the traffic (a "
+                             "server's table; wireguard-go refuses more than 65,536)")
     parser.add_argument("--baseline", type=Path,
                         help="another fastwire binary (a build of the commit before a change), run as system "
                              "fastwire-base in the same interleaved rounds")
@@ -1243,6 +1281,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("--rounds and --seconds must be at least 1, --idle-seconds at least 0")
     if not 576 <= opts.mtu <= 9000:
         parser.error("--mtu must be between 576 and 9000")
+    if not 0 <= opts.extra_peers <= 130_000:
+        parser.error("--extra-peers must be between 0 and 130000")
     if opts.workers is not None and opts.workers < 1:
         parser.error("--workers must be at least 1")
     opts.fastwire = opts.fastwire.resolve()
