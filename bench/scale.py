@@ -4,14 +4,15 @@ applied in one `set=1` transaction over the UAPI socket, then `get=1`, `wg show 
 peer (`replace_peers=true`), and RSS along the way. Also how long `wg show` takes while a large `set`
 runs. Traffic: none (no address is ever sent to).
 
-Usage (root): bench/scale.py [--impl fastwire|wireguard-go-2025] [--binary PATH] [--handshakes ACTIVE] N [N...]
+Usage (root): bench/scale.py [--impl fastwire|wireguard-go-2025] [--binary PATH] [--handshakes ACTIVE [--flood]] N [N...]
 Prints one JSON object per N (times in seconds, RSS in KiB) and a Markdown table at the end.
 
 With --handshakes ACTIVE, the N peers are fastwire-loadgen's clients (`clients-config`) and, once they
 are configured, the first ACTIVE of them (at most N) handshake with the server from a second namespace
 over a veth pair (10.77.90.0/24) for --handshake-seconds: the rate the server completes handshakes and
 their p50/p99 latency. The generator runs on the same 2 cores as the server, so rates compare between
-rows of one run, not with other machines.
+rows of one run, not with other machines. With --flood as well, a flat-out flood of valid-mac1 initiations
+(fastwire-loadgen flood) hits the server meanwhile: how many of the clients' handshakes still complete.
 """
 
 import argparse
@@ -178,15 +179,28 @@ def run_one(args, n):
         idle_cpu = cpu_seconds(daemon.pid) - cpu_before
         handshakes = {}
         if args.handshakes:
+            flood = None
+            if args.flood:
+                # Valid-mac1 initiations from the client namespace's own address (not the clients'),
+                # flat out, for as long as the clients run.
+                flood = subprocess.Popen(["ip", "netns", "exec", client_ns, LOADGEN, "flood",
+                                          "--target", f"{SERVER_ADDR}:{SERVER_PORT}", "--public-key", public,
+                                          "--count", "1000000000", "--seconds", str(args.handshake_seconds + 1),
+                                          "--ports", "200"],
+                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                time.sleep(1)
             out = subprocess.run(["ip", "netns", "exec", client_ns, LOADGEN, "clients",
                                   "--target", f"{SERVER_ADDR}:{SERVER_PORT}", "--public-key", public,
                                   "--seed", "1", "--active", str(min(n, args.handshakes)),
                                   "--count", "100000000", "--seconds", str(args.handshake_seconds),
                                   "--ports", str(SOURCES), "--source-base", "10.77.90.10"],
                                  capture_output=True, text=True, timeout=args.handshake_seconds + 120)
+            flooded = flood.communicate(timeout=args.handshake_seconds + 60)[0].strip() if flood else None
             if out.returncode != 0:
                 raise RuntimeError(f"fastwire-loadgen clients failed: {out.stderr.strip()}")
             handshakes = json.loads(out.stdout)
+            if flooded is not None:
+                handshakes["flood"] = flooded
         t_get, answer = timed(lambda: uapi(iface, "get=1\n\n"))
         got = answer.count("public_key=")
         assert got == n, f"get=1 lists {got} peers, not {n}"
@@ -236,6 +250,9 @@ def main():
     p.add_argument("--handshakes", type=int, default=0, metavar="ACTIVE",
                    help="then handshake from ACTIVE of the peers (fastwire-loadgen clients)")
     p.add_argument("--handshake-seconds", type=float, default=10.0)
+    p.add_argument("--flood", action="store_true",
+                   help="while the clients handshake, flood the server with valid-mac1 initiations "
+                        "(fastwire-loadgen flood, 200 source ports of one address)")
     p.add_argument("peers", type=int, nargs="+")
     args = p.parse_args()
     if args.binary is None:
