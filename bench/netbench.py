@@ -129,6 +129,10 @@ WG_GO_2025 = (REPO / ".." / "shared" / "peers" / "wireguard-go-2025").resolve()
 GO_ENV = {"WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD": "1"}
 
 
+def wireguard_go_2025_command(opts: argparse.Namespace, iface: str) -> list[str]:  # noqa: ARG001
+    return [str(WG_GO_2025), "-f", iface]
+
+
 SYSTEMS = [
     System("direct"),
     System("fastwire", command=fastwire_command, idle_check=True, env={"FASTWIRE_LOG": "info"}),
@@ -141,7 +145,7 @@ SYSTEMS = [
     ),
     System(
         "wireguard-go-2025",
-        command=lambda opts, iface: [str(WG_GO_2025), "-f", iface],
+        command=wireguard_go_2025_command,
         env=GO_ENV,
         implemented=WG_GO_2025.exists(),
         note="upstream wireguard-go v0.0.20250522 with TUN and UDP offloads (../shared/peers)",
@@ -179,7 +183,7 @@ SYSTEMS = [
     ),
     System(
         "wireguard-go-2025-60k",
-        command=lambda opts, iface: [str(WG_GO_2025), "-f", iface],
+        command=wireguard_go_2025_command,
         env=GO_ENV,
         implemented=WG_GO_2025.exists(),
         on_request=True,
