@@ -48,6 +48,7 @@ NS_PREFIX = "fwbench-"
 IFACE_PREFIX = "fwb"
 VETH = "veth0"
 WG_SOCK_DIR = Path("/var/run/wireguard")
+LOADGEN = REPO / "target" / "release" / "fastwire-loadgen"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # WireGuard overhead on IPv4: outer IP 20 + UDP 8 + header 16 + tag 16, plus room for IPv6 (40).
 UNDERLAY_HEADROOM = 80
@@ -81,6 +82,10 @@ class System:
     # Idle peers configured on each side beside the one carrying the traffic (a server's table); the
     # --extra-peers option sets it for every system.
     extra_peers: int = 0
+    # Peers on B (the server) with live sessions: fastwire-loadgen clients in A's namespace hold them
+    # with a keepalive a second each way (B's side as persistent keepalive); --keepalive-peers sets it
+    # for every system.
+    keepalive_peers: int = 0
     note: str = ""
 
     @property
@@ -180,6 +185,25 @@ SYSTEMS = [
         on_request=True,
         extra_peers=100_000,
         note="fastwire with 100,000 idle peers on each side beside the active one (issue 10's scale target)",
+    ),
+    System(
+        "fastwire-1k-alive",
+        command=fastwire_command,
+        idle_check=True,
+        env={"FASTWIRE_LOG": "info"},
+        on_request=True,
+        keepalive_peers=1000,
+        note="fastwire with 1,000 more peers on B whose sessions are kept alive, a keepalive a second each "
+             "way (issue 10's scale target)",
+    ),
+    System(
+        "wireguard-go-2025-1k-alive",
+        command=wireguard_go_2025_command,
+        env=GO_ENV,
+        implemented=WG_GO_2025.exists(),
+        on_request=True,
+        keepalive_peers=1000,
+        note="wireguard-go-2025 with the same 1,000 kept-alive peers on B",
     ),
     System(
         "wireguard-go-2025-60k",
@@ -374,6 +398,24 @@ def uapi_set(iface: str, lines: list[str], timeout: float = 5.0) -> None:
         raise BenchError(f"UAPI {iface} refused the configuration: {tail(reply.decode(errors='replace'))}")
 
 
+def uapi_get(iface: str, timeout: float = 10.0) -> str:
+    """The device's `get=1` answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(str(WG_SOCK_DIR / f"{iface}.sock"))
+            sock.sendall(b"get=1\n\n")
+            reply = b""
+            while not reply.endswith(b"\n\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                reply += chunk
+        except OSError as e:
+            raise BenchError(f"UAPI {iface}: {e}") from None
+    return reply.decode(errors="replace")
+
+
 def key_hex(base64_key: str) -> str:
     return base64.b64decode(base64_key).hex()
 
@@ -451,6 +493,9 @@ class Testbed:
         if extra:
             for side in (0, 1):
                 self._add_idle_peers(side, extra)
+        alive = system.keepalive_peers or getattr(self.opts, "keepalive_peers", 0)
+        if alive:
+            self._add_kept_alive_peers(alive, keys[1][1])
         for side, ns in enumerate(self.ns):
             iface = self.iface[side]
             run(["ip", "-n", ns, "addr", "add", f"{OVERLAY[side]}/{PREFIX_LEN}", "dev", iface], timeout=10)
@@ -499,6 +544,36 @@ class Testbed:
             lines.append(f"public_key={os.urandom(32).hex()}")
             lines.append(f"allowed_ip=10.{200 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}/32")
         uapi_set(self.iface[side], lines, timeout=120)
+
+    def _add_kept_alive_peers(self, count: int, public_b: str) -> None:
+        """`count` peers on B that are real clients (fastwire-loadgen in A's namespace, from its own
+        ports): each completes a handshake, then both ends send a keepalive a second, so B's timers,
+        index table and receive path carry `count` live sessions beside the measured traffic."""
+        if not LOADGEN.exists():
+            raise BenchError(f"no {LOADGEN}: cargo build --release -p fastwire-loadgen")
+        conf = run([str(LOADGEN), "clients-config", "--seed", "1", "--count", str(count)], timeout=60).stdout
+        lines = []
+        for line in conf.splitlines():
+            if line.startswith("PublicKey = "):
+                lines.append(f"public_key={key_hex(line.split(' = ', 1)[1])}")
+                lines.append("persistent_keepalive_interval=1")
+            elif line.startswith("AllowedIPs = "):
+                lines.append(f"allowed_ip={line.split(' = ', 1)[1]}")
+        uapi_set(self.iface[1], lines, timeout=60)
+        log = self.workdir / f"{self.system.name if self.system else 'x'}-clients.log"
+        self.sidecars.append(spawn(self.in_ns(0, [
+            str(LOADGEN), "clients", "--target", f"{UNDERLAY[1]}:{WG_PORT}", "--public-key", public_b,
+            "--seed", "1", "--active", str(count), "--count", "1", "--seconds", "3600", "--keep-alive", "1",
+            "--ports", "64"]), log=log))
+        deadline = time.monotonic() + 30
+        while True:
+            answer = uapi_get(self.iface[1])
+            live = answer.count("last_handshake_time_sec=") - answer.count("last_handshake_time_sec=0\n")
+            if live >= count:
+                return
+            if time.monotonic() > deadline:
+                raise BenchError(f"only {live} of {count} kept-alive clients completed a handshake in 30 s")
+            time.sleep(0.5)
 
     def _wait_for_path(self, attempts: int = 5) -> None:
         """The first ping also drives the handshake; give it a few tries."""
@@ -1083,6 +1158,8 @@ def setup_text(opts: argparse.Namespace) -> str:
         f"'(n/R)' marks a median over fewer rounds because some failed; min/max per round are in the JSON. "
         f"CPU-s/GB: utime+stime of both tunnel processes per 10^9 bytes received; peak RSS: VmHWM per process."
         + (f" Each side also holds {opts.extra_peers} idle peers (--extra-peers)." if opts.extra_peers else "")
+        + (f" B also holds {opts.keepalive_peers} peers kept alive by real clients (--keepalive-peers)."
+           if opts.keepalive_peers else "")
     )
 
 
@@ -1272,6 +1349,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--extra-peers", type=int, default=0, metavar="N",
                         help="N idle peers configured on each side beside the one carrying the traffic (a "
                              "server's table; wireguard-go refuses more than 65,536)")
+    parser.add_argument("--keepalive-peers", type=int, default=0, metavar="N",
+                        help="N more peers on B with live sessions: fastwire-loadgen clients in A's namespace "
+                             "that handshake and then keep a keepalive a second going each way")
     parser.add_argument("--baseline", type=Path,
                         help="another fastwire binary (a build of the commit before a change), run as system "
                              "fastwire-base in the same interleaved rounds")
@@ -1287,6 +1367,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("--mtu must be between 576 and 9000")
     if not 0 <= opts.extra_peers <= 130_000:
         parser.error("--extra-peers must be between 0 and 130000")
+    if not 0 <= opts.keepalive_peers <= 10_000:
+        parser.error("--keepalive-peers must be between 0 and 10000")
     if opts.workers is not None and opts.workers < 1:
         parser.error("--workers must be at least 1")
     opts.fastwire = opts.fastwire.resolve()

@@ -55,7 +55,17 @@ pub struct Args {
     /// come from many hosts: a server under load limits handshakes per source address (20/s each).
     #[arg(long)]
     source_base: Option<std::net::Ipv4Addr>,
+    /// Hold each client's session instead of handshaking again: once it completes, the client sends a
+    /// keepalive every SECONDS and handshakes again only before its session expires (as `wg`'s
+    /// persistent keepalive does), until --seconds runs out. Idle peers with live sessions beside a
+    /// benchmark's traffic.
+    #[arg(long, value_name = "SECONDS")]
+    keep_alive: Option<f64>,
 }
+
+/// A held session is renewed this long after its handshake: before the initiator's rekey (120 s) and
+/// well before the responder rejects it (180 s).
+const RENEW_AFTER: Duration = Duration::from_secs(110);
 
 /// Client `i`'s private key: a hash of the seed and the index (test keys, never secrets).
 fn client_key(seed: u64, i: u32) -> [u8; 32] {
@@ -120,6 +130,12 @@ pub fn run(args: &Args) -> Result<(), String> {
     if args.active == 0 || args.window == 0 {
         return Err("--active and --window must be at least 1".into());
     }
+    let keep_alive = match args.keep_alive {
+        Some(s) if !(0.01..=3600.0).contains(&s) => {
+            return Err("--keep-alive must be in [0.01, 3600] seconds".into());
+        }
+        s => s.map(Duration::from_secs_f64),
+    };
     let server_key: [u8; 32] = BASE64
         .decode(args.public_key.trim())
         .ok()
@@ -175,9 +191,15 @@ pub fn run(args: &Args) -> Result<(), String> {
     let mut next_client = 0usize;
     let mut latencies: Vec<Duration> = Vec::new();
     let (mut timeouts, mut cookie_rounds, mut sent) = (0u64, 0u64, 0u64);
+    // Held sessions' next keepalives, in time order (every client's interval is the same, so a FIFO is
+    // sorted): (when, client, the handshake it belongs to).
+    let mut keepalives_due: std::collections::VecDeque<(Instant, usize, u64)> = Default::default();
+    let mut keepalives_sent = 0u64;
     let mut buf = [0u8; 256];
     let mut reply = [0u8; 256];
-    while (latencies.len() as u64) < args.count && Instant::now() < deadline {
+    while (keep_alive.is_some() || (latencies.len() as u64) < args.count)
+        && Instant::now() < deadline
+    {
         let now = Instant::now();
         // Refill the window, one client after the other (a client has one handshake at a time).
         let mut looked = 0;
@@ -234,6 +256,10 @@ pub fn run(args: &Args) -> Result<(), String> {
                             let _ = sockets[client.socket]
                                 .send_to(&keepalive[..sealed.len], sealed.endpoint.addr);
                         }
+                        if let Some(every) = keep_alive {
+                            client.not_before = now + RENEW_AFTER;
+                            keepalives_due.push_back((now + every, i, client.begun));
+                        }
                     }
                     // The server is under load: again, with the cookie's mac2.
                     Incoming::CookieAccepted { .. } => {
@@ -259,8 +285,37 @@ pub fn run(args: &Args) -> Result<(), String> {
             }
             !late
         });
+        while let (Some(every), Some(&(due, i, begun))) = (keep_alive, keepalives_due.front()) {
+            if due > now {
+                break;
+            }
+            keepalives_due.pop_front();
+            let client = &mut clients[i];
+            // A client renewing its session has a newer entry of its own to come.
+            if client.begun != begun || client.started.is_some() {
+                continue;
+            }
+            let mut keepalive = [0u8; 64];
+            if let Ok(sealed) = client
+                .device
+                .seal(&client.server, &mut keepalive, 0, 1420, now)
+                && sockets[client.socket]
+                    .send_to(&keepalive[..sealed.len], sealed.endpoint.addr)
+                    .is_ok()
+            {
+                keepalives_sent += 1;
+            }
+            keepalives_due.push_back((now + every, i, begun));
+        }
         if idle {
-            std::thread::sleep(Duration::from_micros(200));
+            // Holding sessions with nothing in flight: wake every 10 ms and send what fell due in
+            // one go (as a timer wheel would), not in a 200 µs poll that would take a core.
+            let pause = if !keepalives_due.is_empty() && in_flight.is_empty() {
+                Duration::from_millis(10)
+            } else {
+                Duration::from_micros(200)
+            };
+            std::thread::sleep(pause);
         }
     }
     let seconds = start.elapsed().as_secs_f64();
@@ -273,7 +328,7 @@ pub fn run(args: &Args) -> Result<(), String> {
     println!(
         "{{\"active\": {}, \"window\": {}, \"initiations\": {sent}, \"completed\": {}, \"seconds\": {seconds:.3}, \
          \"handshakes_per_second\": {:.1}, \"p50_ms\": {:.3}, \"p99_ms\": {:.3}, \"timeouts\": {timeouts}, \
-         \"cookie_rounds\": {cookie_rounds}}}",
+         \"cookie_rounds\": {cookie_rounds}, \"keepalives_sent\": {keepalives_sent}}}",
         args.active,
         args.window,
         latencies.len(),
