@@ -187,6 +187,14 @@ SYSTEMS = [
         note="fastwire with 100,000 idle peers on each side beside the active one (issue 10's scale target)",
     ),
     System(
+        "fastwire-rt",
+        command=lambda opts, iface: [*fastwire_command(opts, iface)[:1], "--realtime", *fastwire_command(opts, iface)[1:]],
+        idle_check=True,
+        env={"FASTWIRE_LOG": "info"},
+        on_request=True,
+        note="fastwire --realtime: data-path workers SCHED_FIFO",
+    ),
+    System(
         "fastwire-1k-alive",
         command=fastwire_command,
         idle_check=True,

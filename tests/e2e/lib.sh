@@ -127,7 +127,7 @@ require_basics() {
 	local impl
 	for impl in "$@"; do
 		case $impl in
-		fastwire | fastwire-nooffload | fastwire-1q)
+		fastwire | fastwire-nooffload | fastwire-1q | fastwire-rt | fastwire-rt-nocap)
 			[[ -x $FASTWIRE ]] || fail "fastwire binary not found at $FASTWIRE (cargo build --release -p fastwire)" ;;
 		wireguard-go) require wireguard-go ;;
 		*) fail "unknown implementation '$impl' (use fastwire or wireguard-go)" ;;
@@ -231,6 +231,9 @@ start_impl() {
 	fastwire-nooffload) ip netns exec "$ns" "$FASTWIRE" --no-offload "${extra[@]}" -f "$iface" >>"$logf" 2>&1 & ;;
 	# The single-queue data path (what Windows and macOS run): one TUN queue, the crypto on every worker.
 	fastwire-1q) ip netns exec "$ns" "$FASTWIRE" --tun-queues 1 --workers 2 "${extra[@]}" -f "$iface" >>"$logf" 2>&1 & ;;
+	# Real-time data-path workers; -nocap: the same without CAP_SYS_NICE (it must run on, at normal priority).
+	fastwire-rt) ip netns exec "$ns" "$FASTWIRE" --realtime "${extra[@]}" -f "$iface" >>"$logf" 2>&1 & ;;
+	fastwire-rt-nocap) ip netns exec "$ns" setpriv --bounding-set=-sys_nice --inh-caps=-sys_nice "$FASTWIRE" --realtime "${extra[@]}" -f "$iface" >>"$logf" 2>&1 & ;;
 	wireguard-go)
 		((${#extra[@]} == 0)) || fail "wireguard-go takes no arguments (${extra[*]})"
 		ip netns exec "$ns" env WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 LOG_LEVEL=verbose wireguard-go -f "$iface" >>"$logf" 2>&1 &

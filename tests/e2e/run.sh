@@ -56,6 +56,7 @@ CASES=(
 	"18-package $F -"
 	"19-top $F $F"
 	"20-scale $F $F"
+	"21-realtime ${F/fastwire/fastwire-rt} ${F/fastwire/fastwire-rt-nocap}"
 	# The single-queue pipeline (Windows' and macOS' data path), on Linux: against wireguard-go both ways,
 	# roaming, a hub, the TCP transport, a handshake flood.
 	"01-interop ${F/fastwire/fastwire-1q} wireguard-go"

@@ -156,6 +156,13 @@ struct DataPlaneArgs {
     /// Windows: the Wintun ring's size in bytes, a power of two from 128KiB to 64MiB (e.g. 4MiB).
     #[arg(long, value_name = "SIZE", value_parser = config::parse_ring_capacity)]
     ring_capacity: Option<u32>,
+
+    /// Linux: run the data-path workers real-time (SCHED_FIFO, needs root or CAP_SYS_NICE), so packets
+    /// are handled as soon as they arrive rather than after busy programs: on a loaded 2-core machine a
+    /// ping beside 4 streams went from 2.0 to 0.4 ms (median). Off by default, since a worker kept busy
+    /// (a flood) then holds its core for up to the kernel's real-time share (95 %).
+    #[arg(long)]
+    realtime: bool,
 }
 
 impl From<DataPlaneArgs> for daemon::DataPlane {
@@ -164,6 +171,7 @@ impl From<DataPlaneArgs> for daemon::DataPlane {
             workers: a.workers,
             tun_queues: a.tun_queues,
             ring_capacity: a.ring_capacity,
+            realtime: a.realtime.then_some(true),
         }
     }
 }

@@ -13,6 +13,7 @@
 //! - `[Interface] TunQueues = N`: TUN queues (Linux; 1 selects the single-queue data path that Windows
 //!   and macOS always use).
 //! - `[Interface] RingCapacity = 4MiB`: the Wintun ring's size (Windows; a power of two, 128KiB-64MiB).
+//! - `[Interface] Realtime = true`: data-path workers SCHED_FIFO (Linux; `fastwire up --realtime`).
 //! - `[Interface] ListenTcpPort = N`: also accept WireGuard-over-TCP connections on TCP port N.
 //! - `[Interface] MetricsListen = 127.0.0.1:9586`: serve Prometheus metrics at http://ADDR:PORT/metrics
 //!   (off unless set; `fastwire up --metrics-listen` overrides it).
@@ -73,6 +74,8 @@ pub struct InterfaceSection {
     pub tun_queues: Option<usize>,
     /// fastwire's own key: Wintun ring capacity in bytes (Windows only).
     pub ring_capacity: Option<u32>,
+    /// fastwire's own key: data-path workers real-time (Linux).
+    pub realtime: Option<bool>,
     /// fastwire's own key: where to serve Prometheus metrics.
     pub metrics_listen: Option<SocketAddr>,
 }
@@ -460,6 +463,7 @@ impl<'a> Parser<'a> {
             "workers" => self.interface.workers = Some(parse_count("Workers", value)?),
             "tunqueues" => self.interface.tun_queues = Some(parse_count("TunQueues", value)?),
             "ringcapacity" => self.interface.ring_capacity = Some(parse_ring_capacity(value)?),
+            "realtime" => self.interface.realtime = Some(parse_bool(value)?),
             "metricslisten" => {
                 self.interface.metrics_listen = Some(parse_metrics_listen(non_empty(key, value)?)?)
             }

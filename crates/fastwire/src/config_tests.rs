@@ -51,6 +51,7 @@ fn every_interface_key() {
          SaveConfig = false\n\
          Workers = 3\n\
          TunQueues = 1\n\
+         Realtime = true\n\
          ringcapacity = 512 KiB\n",
     ));
     let i = &config.interface;
@@ -77,6 +78,7 @@ fn every_interface_key() {
     assert_eq!(i.workers, Some(3));
     assert_eq!(i.tun_queues, Some(1));
     assert_eq!(i.ring_capacity, Some(512 << 10));
+    assert_eq!(i.realtime, Some(true));
     assert!(config.warnings.is_empty(), "{:?}", config.warnings);
 }
 
@@ -542,6 +544,10 @@ fn errors_name_file_and_line() {
             "wg0.conf:3: Workers 'many' is not a number 1-1024",
         ),
         (
+            with_interface("Realtime = yes\n"),
+            "wg0.conf:3: 'yes' is neither true nor false",
+        ),
+        (
             with_interface("TunQueues = 0\n"),
             "wg0.conf:3: TunQueues '0' is not a number 1-1024",
         ),
@@ -875,6 +881,7 @@ fn config_line() -> impl Strategy<Value = String> {
         "Workers",
         "TunQueues",
         "RingCapacity",
+        "Realtime",
         "ListenTcpPort",
         "PublicKey",
         "PresharedKey",

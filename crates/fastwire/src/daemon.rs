@@ -16,6 +16,8 @@ pub struct DataPlane {
     pub tun_queues: Option<usize>,
     /// Windows: Wintun ring capacity in bytes.
     pub ring_capacity: Option<u32>,
+    /// Linux: data-path workers SCHED_FIFO (`--realtime`, `Realtime = true`).
+    pub realtime: Option<bool>,
 }
 
 impl DataPlane {
@@ -25,6 +27,7 @@ impl DataPlane {
             workers: self.workers.or(fallback.workers),
             tun_queues: self.tun_queues.or(fallback.tun_queues),
             ring_capacity: self.ring_capacity.or(fallback.ring_capacity),
+            realtime: self.realtime.or(fallback.realtime),
         }
     }
 
@@ -39,6 +42,9 @@ impl DataPlane {
         }
         if let Some(n) = self.ring_capacity {
             out.extend(["--ring-capacity".to_string(), n.to_string()]);
+        }
+        if self.realtime == Some(true) {
+            out.push("--realtime".to_string());
         }
         out
     }
@@ -171,6 +177,7 @@ impl Daemon {
             offload: offload_enabled(),
             ring_capacity: opts.plane.ring_capacity.unwrap_or(0),
             tcp_max_unauthenticated: opts.tcp_max_unauthenticated,
+            realtime: opts.plane.realtime.unwrap_or(false),
         })?);
         // Before the socket is served, so a taken port fails the start (and nobody sees a device that
         // lacks its listener).

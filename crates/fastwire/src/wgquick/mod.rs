@@ -132,6 +132,7 @@ pub fn up(
             workers: config.interface.workers,
             tun_queues: config.interface.tun_queues,
             ring_capacity: config.interface.ring_capacity,
+            realtime: config.interface.realtime,
         }),
         mtu,
         // The file's `set` below opens it, with the rest of the configuration.
