@@ -188,7 +188,7 @@ SYSTEMS = [
     ),
     System(
         "fastwire-rt",
-        command=lambda opts, iface: [*fastwire_command(opts, iface)[:1], "--realtime", *fastwire_command(opts, iface)[1:]],
+        command=lambda opts, iface: fastwire_command(opts, iface) + ["--realtime"],
         idle_check=True,
         env={"FASTWIRE_LOG": "info"},
         on_request=True,
@@ -568,7 +568,8 @@ class Testbed:
             elif line.startswith("AllowedIPs = "):
                 lines.append(f"allowed_ip={line.split(' = ', 1)[1]}")
         uapi_set(self.iface[1], lines, timeout=60)
-        log = self.workdir / f"{self.system.name if self.system else 'x'}-clients.log"
+        assert self.system is not None
+        log = self.workdir / f"{self.system.name}-clients.log"
         self.sidecars.append(spawn(self.in_ns(0, [
             str(LOADGEN), "clients", "--target", f"{UNDERLAY[1]}:{WG_PORT}", "--public-key", public_b,
             "--seed", "1", "--active", str(count), "--count", "1", "--seconds", "3600", "--keep-alive", "1",

@@ -48,7 +48,7 @@ pub struct EngineOptions {
     pub tcp_max_unauthenticated: usize,
     /// Run the data-path workers SCHED_FIFO (Linux, needs root or CAP_SYS_NICE): woken packets are
     /// handled at once instead of after busy normal threads (bench/RESULTS.md: ping under 4 streams p50
-    /// 2.0 -> 0.4 ms on 2 cores). Off by default: a worker busy at 100 % (a flood) then takes its core
+    /// 2.15 -> 0.55 ms on 2 cores). Off by default: a worker busy at 100 % (a flood) then takes its core
     /// for up to the kernel's real-time share (95 %).
     pub realtime: bool,
 }

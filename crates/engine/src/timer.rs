@@ -24,7 +24,10 @@ pub(crate) fn coalesced(deadline: Instant, origin: Instant) -> Instant {
     let slack = TIMER_SLACK.as_nanos();
     let since = deadline.saturating_duration_since(origin).as_nanos();
     let slots = since.div_ceil(slack);
-    origin + Duration::from_nanos(u64::try_from(slots * slack).unwrap_or(u64::MAX))
+    u64::try_from(slots * slack)
+        .ok()
+        .and_then(|ns| origin.checked_add(Duration::from_nanos(ns)))
+        .unwrap_or(deadline)
 }
 
 pub(crate) fn run(shared: Arc<Shared>) {

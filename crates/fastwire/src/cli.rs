@@ -159,7 +159,7 @@ struct DataPlaneArgs {
 
     /// Linux: run the data-path workers real-time (SCHED_FIFO, needs root or CAP_SYS_NICE), so packets
     /// are handled as soon as they arrive rather than after busy programs: on a loaded 2-core machine a
-    /// ping beside 4 streams went from 2.0 to 0.4 ms (median). Off by default, since a worker kept busy
+    /// ping beside 4 streams went from 2.15 to 0.55 ms (median). Off by default, since a worker kept busy
     /// (a flood) then holds its core for up to the kernel's real-time share (95 %).
     #[arg(long)]
     realtime: bool,

@@ -247,15 +247,7 @@ pub fn run(args: &Args) -> Result<(), String> {
                         in_flight.retain(|&c| c != i);
                         // As every initiator: a keepalive confirms the session to the responder,
                         // which only then counts the handshake as done.
-                        let mut keepalive = [0u8; 64];
-                        if let Ok(sealed) =
-                            client
-                                .device
-                                .seal(&client.server, &mut keepalive, 0, 1420, now)
-                        {
-                            let _ = sockets[client.socket]
-                                .send_to(&keepalive[..sealed.len], sealed.endpoint.addr);
-                        }
+                        send_keepalive(client, &sockets, now);
                         if let Some(every) = keep_alive {
                             client.not_before = now + RENEW_AFTER;
                             keepalives_due.push_back((now + every, i, client.begun));
@@ -295,14 +287,7 @@ pub fn run(args: &Args) -> Result<(), String> {
             if client.begun != begun || client.started.is_some() {
                 continue;
             }
-            let mut keepalive = [0u8; 64];
-            if let Ok(sealed) = client
-                .device
-                .seal(&client.server, &mut keepalive, 0, 1420, now)
-                && sockets[client.socket]
-                    .send_to(&keepalive[..sealed.len], sealed.endpoint.addr)
-                    .is_ok()
-            {
+            if send_keepalive(client, &sockets, now) {
                 keepalives_sent += 1;
             }
             keepalives_due.push_back((now + every, i, begun));
@@ -337,6 +322,18 @@ pub fn run(args: &Args) -> Result<(), String> {
         quantile(0.99),
     );
     Ok(())
+}
+
+/// Seals and sends an empty data packet (a keepalive) on client `c`'s session; false if it could not.
+fn send_keepalive(c: &Client, sockets: &[UdpSocket], now: Instant) -> bool {
+    let mut keepalive = [0u8; 64];
+    c.device
+        .seal(&c.server, &mut keepalive, 0, 1420, now)
+        .is_ok_and(|sealed| {
+            sockets[c.socket]
+                .send_to(&keepalive[..sealed.len], sealed.endpoint.addr)
+                .is_ok()
+        })
 }
 
 /// Sends client `c`'s next initiation; false if its device made none.
