@@ -1,7 +1,6 @@
 //! fastwire's data plane: workers that wire TUN <-> WireGuard <-> UDP, the timer thread, and the
 //! configuration interface (apply a [`config::DeviceUpdate`], read a [`config::DeviceSnapshot`]).
 
-mod codel;
 pub mod config;
 mod handshake;
 mod pipeline;

@@ -28,16 +28,10 @@ pub enum SendDrop {
     TcpBackpressure,
     /// A decrypted packet found the TUN device's queue full (Windows: the Wintun ring).
     TunFull,
-    /// Received over TCP after waiting in the connection's receive queue longer than CoDel's target
-    /// allows: dropped before decryption so the flows inside slow down (the queue's AQM).
-    TcpQueueDelay,
-    /// Waited in the connection's send queue longer than CoDel's target allows (the path is slower
-    /// than the tunnel's input): dropped at the head of the queue so the flows inside slow down.
-    TcpSendQueueDelay,
 }
 
 impl SendDrop {
-    pub const ALL: [SendDrop; 13] = [
+    pub const ALL: [SendDrop; 11] = [
         SendDrop::NoRoute,
         SendDrop::NoEndpoint,
         SendDrop::StagedOverflow,
@@ -49,8 +43,6 @@ impl SendDrop {
         SendDrop::TcpNotConnected,
         SendDrop::TcpBackpressure,
         SendDrop::TunFull,
-        SendDrop::TcpQueueDelay,
-        SendDrop::TcpSendQueueDelay,
     ];
 
     pub fn name(self) -> &'static str {
@@ -66,8 +58,6 @@ impl SendDrop {
             SendDrop::TcpNotConnected => "tx_tcp_not_connected",
             SendDrop::TcpBackpressure => "tx_tcp_backpressure",
             SendDrop::TunFull => "rx_tun_full",
-            SendDrop::TcpQueueDelay => "rx_tcp_queue_delay",
-            SendDrop::TcpSendQueueDelay => "tx_tcp_queue_delay",
         }
     }
 }

@@ -5,7 +5,6 @@
 use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
 use std::io;
 use std::net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::time::Duration;
 
 /// Unsent bytes the kernel may hold per connection beyond what is in flight. Small, so a bulk transfer
 /// inside the tunnel cannot build a standing queue here that delays everything behind it (seed 001:
@@ -77,113 +76,8 @@ where
                 .with_retries(3),
         );
         let _ = s.set_tcp_user_timeout(Some(std::time::Duration::from_secs(30)));
-        // For `read_with_age`: how long received bytes waited in the kernel is the queue's delay.
-        let _ = enable_arrival_times(&s);
     }
     Ok(())
-}
-
-/// Whether [`read_with_age`] reports an age on this platform.
-pub const ARRIVAL_AGE_KNOWN: bool = cfg!(any(target_os = "linux", target_os = "android"));
-
-/// Reads like `read`, and says how long the last bytes it returned waited in the socket's receive queue
-/// (from the kernel's arrival stamp, SO_TIMESTAMPNS, which [`tune`] turns on). A reader that takes the
-/// queue in bounded chunks so sees the delay of the queue in front of it, the sojourn time an AQM needs.
-/// `None` where the platform stamps no TCP data or the stamp is missing.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-pub fn read_with_age<S: std::os::fd::AsRawFd>(
-    stream: &S,
-    buf: &mut [u8],
-) -> io::Result<(usize, Option<Duration>)> {
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    // Room for one SCM_TIMESTAMPNS message (a cmsghdr and a timespec: 32 bytes), u64-aligned.
-    let mut control = [0u64; 8];
-    // SAFETY: msghdr is plain data; all-zero is a valid empty header, filled in below.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = size_of_val(&control) as _;
-    // SAFETY: `msg` points at `iov` (describing `buf`, writable for its length) and at `control`
-    // (writable for `msg_controllen` bytes); all outlive the call.
-    let n = unsafe { libc::recvmsg(stream.as_raw_fd(), &mut msg, 0) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: CMSG_LEN is arithmetic on its argument.
-    let stamp_len = unsafe { libc::CMSG_LEN(size_of::<libc::timespec>() as u32) } as usize;
-    let mut age = None;
-    // SAFETY: `msg` is the header recvmsg filled: its control pointer and length describe `control`,
-    // and CMSG_FIRSTHDR / CMSG_NXTHDR only return headers that lie inside it (or null).
-    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
-    while !cmsg.is_null() {
-        // SAFETY: non-null headers from CMSG_FIRSTHDR/CMSG_NXTHDR lie inside `control`.
-        let header = unsafe { &*cmsg };
-        if header.cmsg_level == libc::SOL_SOCKET
-            && header.cmsg_type == libc::SCM_TIMESTAMPNS
-            && header.cmsg_len as usize >= stamp_len
-        {
-            // SAFETY: the length check above says a whole timespec follows the header; it may be
-            // unaligned for the type, hence read_unaligned.
-            let stamp: libc::timespec =
-                unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast()) };
-            age = age_of(stamp.tv_sec as i64, stamp.tv_nsec as i64);
-        }
-        // SAFETY: as above; `cmsg` is a header inside `msg`'s control buffer.
-        cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
-    }
-    Ok((n as usize, age))
-}
-
-/// Plain `read`: this platform does not stamp TCP data with its arrival time.
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-pub fn read_with_age<S>(stream: &S, buf: &mut [u8]) -> io::Result<(usize, Option<Duration>)>
-where
-    for<'a> &'a S: io::Read,
-{
-    use std::io::Read;
-    let mut stream = stream;
-    Ok((stream.read(buf)?, None))
-}
-
-/// How long ago the wall-clock time `secs`.`nanos` was; `None` for a stamp of 0 (none taken) or one
-/// from the future by more than a clock step could explain (it says nothing then).
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn age_of(secs: i64, nanos: i64) -> Option<Duration> {
-    if secs <= 0 || !(0..1_000_000_000).contains(&nanos) {
-        return None;
-    }
-    let stamp = std::time::UNIX_EPOCH + Duration::new(secs as u64, nanos as u32);
-    match std::time::SystemTime::now().duration_since(stamp) {
-        Ok(age) => Some(age),
-        // Stamped a moment "after" now: the clocks' granularity. Later by more: a clock step.
-        Err(e) if e.duration() < Duration::from_millis(1) => Some(Duration::ZERO),
-        Err(_) => None,
-    }
-}
-
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn enable_arrival_times(socket: &Socket) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let on: libc::c_int = 1;
-    // SAFETY: `on` is a readable c_int that outlives the call, and its size is passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
-            (&on as *const libc::c_int).cast(),
-            size_of_val(&on) as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
 }
 
 /// Sets SO_MARK (0 clears it); a no-op where the platform has no fwmark.
@@ -234,40 +128,5 @@ mod tests {
         let mut buf = [0u8; 3];
         accepted.read_exact(&mut buf).unwrap();
         assert_eq!(&buf, b"\x00\x01x");
-    }
-
-    /// Bytes that waited in the receive queue are reported with (at least) the time they waited.
-    #[test]
-    fn read_with_age_reports_the_wait_in_the_receive_queue() {
-        let listener = listen(0, 0).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let mut client = connect(SocketAddr::from(([127, 0, 0, 1], port)), 0).unwrap();
-        let accepted = loop {
-            if let Ok((s, _)) = listener.accept() {
-                break s;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        tune(&accepted, 0).unwrap();
-        client.set_nonblocking(false).unwrap();
-        client.write_all(b"stamped").unwrap();
-        std::thread::sleep(Duration::from_millis(60));
-        let mut buf = [0u8; 64];
-        let (n, age) = loop {
-            match read_with_age(&accepted, &mut buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_millis(5))
-                }
-                other => break other.unwrap(),
-            }
-        };
-        assert_eq!(&buf[..n], b"stamped");
-        if ARRIVAL_AGE_KNOWN {
-            let age = age.expect("an arrival stamp");
-            assert!(age >= Duration::from_millis(50), "{age:?}");
-            assert!(age < Duration::from_secs(5), "{age:?}");
-        } else {
-            assert_eq!(age, None);
-        }
     }
 }

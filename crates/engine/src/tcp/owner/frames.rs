@@ -5,9 +5,9 @@ use super::{Owner, READ_BUDGET};
 use crate::shared::Transmit;
 use crate::stats::{SendDrop, TcpClose, TcpState};
 use fastwire_proto::framing::{FrameError, length_prefix};
-use fastwire_proto::messages::{DATA_MIN_LEN, RESPONSE_LEN, TYPE_DATA};
+use fastwire_proto::messages::RESPONSE_LEN;
 use fastwire_proto::{DATA_HEADER_LEN, Endpoint, Incoming, Peer, RecvDrop};
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -53,11 +53,10 @@ impl Owner {
         };
         let mut budget = READ_BUDGET;
         while conn.readable && budget > 0 {
-            match fastwire_io::tcp::read_with_age(&conn.stream, conn.rx.spare()) {
-                Ok((0, _)) => return Err(ReadEnd::Close(TcpClose::ByPeer)),
-                Ok((n, age)) => {
+            match conn.stream.read(conn.rx.spare()) {
+                Ok(0) => return Err(ReadEnd::Close(TcpClose::ByPeer)),
+                Ok(n) => {
                     conn.rx.filled(n);
-                    conn.rx_age = age;
                     budget = budget.saturating_sub(n);
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => conn.readable = false,
@@ -65,7 +64,6 @@ impl Owner {
                 Err(_) => return Err(ReadEnd::Close(TcpClose::Error)),
             }
             loop {
-                let trusted = conn.is_authenticated();
                 let frame = match conn.rx.next_frame() {
                     Ok(Some(frame)) => frame,
                     Ok(None) => break,
@@ -73,18 +71,6 @@ impl Owner {
                         return Err(ReadEnd::Close(TcpClose::ZeroLength));
                     }
                 };
-                // Too long in the receive queue: drop packets (never handshakes or keepalives) before
-                // spending a decryption on them, so the flows inside slow down to what this reader
-                // takes instead of filling the kernel's buffer.
-                if let Some(age) = conn.rx_age
-                    && trusted
-                    && frame[0] == TYPE_DATA
-                    && frame.len() > DATA_MIN_LEN
-                    && conn.rx_delay.should_drop(age, now)
-                {
-                    stats.send_drop(SendDrop::TcpQueueDelay, 1);
-                    continue;
-                }
                 let incoming = shared
                     .device
                     .handle_incoming(endpoint, frame, now, &mut self.reply);
@@ -111,7 +97,7 @@ impl Owner {
                         } else if !shared.tcp.take_buffer().is_some_and(|mut buf| {
                             buf.extend_from_slice(&prefix);
                             buf.extend_from_slice(reply);
-                            conn.enqueue(buf, &shared.tcp, now)
+                            conn.enqueue(buf, &shared.tcp)
                         }) {
                             stats.send_drop(SendDrop::TcpQueueFull, 1);
                         } else {

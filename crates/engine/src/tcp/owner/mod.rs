@@ -158,7 +158,7 @@ impl Owner {
             if !self.read_ready(now) {
                 break;
             }
-            self.take_handoff(now);
+            self.take_handoff();
             self.write_dirty(now);
             if self.next_housekeeping.is_some_and(|t| t <= now) {
                 self.housekeeping(now);

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 impl Owner {
     /// Moves frames handed over by other threads onto their connections.
-    pub(super) fn take_handoff(&mut self, now: Instant) {
+    pub(super) fn take_handoff(&mut self) {
         let handoff = &self.shared.tcp;
         while let Some(batch) = handoff.pop() {
             let conn = self
@@ -25,7 +25,7 @@ impl Owner {
                 }
                 Some((slot, conn)) => {
                     let packets = batch.packets as u64;
-                    if conn.enqueue(batch.frames, handoff, now) {
+                    if conn.enqueue(batch.frames, handoff) {
                         self.dirty.push(slot);
                     } else {
                         self.stats.send_drop(SendDrop::TcpBackpressure, packets);
@@ -51,12 +51,7 @@ impl Owner {
             if conn.role == (Role::Dialed { connected: false }) {
                 continue;
             }
-            let failed = conn.flush(&self.shared.tcp, now).is_err();
-            let late = conn.take_delay_drops();
-            if late > 0 {
-                self.stats.send_drop(SendDrop::TcpSendQueueDelay, late);
-            }
-            if failed {
+            if conn.flush(&self.shared.tcp).is_err() {
                 self.close(slot, TcpClose::Error, now);
             }
         }
