@@ -3,7 +3,7 @@
 
 Two namespaces joined by a veth pair stand in for two hosts (underlay 10.77.0.1 <-> 10.77.0.2). Each
 system is brought up fresh per round (overlay 10.78.0.1 <-> 10.78.0.2) and measured with iperf3 and
-ping: TCP 1 and 4 streams both ways, 64-byte UDP packets per second, ping RTT idle and under load, the
+ping: TCP 1 and 4 streams both ways, 64-byte UDP packets per second, ping RTT idle and beside 1 and 4 streams, the
 tunnel processes' CPU seconds per GB moved and their peak RSS, and (fastwire) CPU ticks while idle.
 Systems run interleaved over several rounds so all of them see the same machine load; the report gives
 medians. Results go to bench/results/<date>.{md,json,svg}.
@@ -167,6 +167,15 @@ SYSTEMS = [
         idle_check=True,
         env={"FASTWIRE_LOG": "info"},
         note="WireGuard over TCP: A connects to B's TCP listener (Endpoint = tcp://...)",
+    ),
+    System(
+        "fastwire-tcp-base",
+        command=fastwire_baseline,
+        endpoint_scheme="tcp://",
+        idle_check=True,
+        env={"FASTWIRE_LOG": "info"},
+        on_request=True,
+        note="the --baseline build over the TCP transport, for an A/B of a change to it",
     ),
     System(
         "fastwire-scraped",
@@ -740,30 +749,34 @@ def test_udp64(bed: Testbed, opts: argparse.Namespace) -> dict:
     return numbers
 
 
-def test_ping_under_load(bed: Testbed, opts: argparse.Namespace) -> dict:
-    """Ping every 10 ms while 4 TCP streams run A->B: the queueing the tunnel adds under load."""
-    load_log = bed.workdir / "load.json"
-    with bed.iperf_server():
-        before = bed.tunnel_ticks()
-        load = spawn(bed.iperf_client(["-P", "4"], opts.seconds), log=load_log, stderr_to_log=False)
+def ping_under_load(streams: int) -> Callable[[Testbed, argparse.Namespace], dict]:
+    """Ping every 10 ms while STREAMS TCP streams run A->B: the queueing the tunnel adds under load."""
+
+    def test(bed: Testbed, opts: argparse.Namespace) -> dict:
+        load_log = bed.workdir / "load.json"
+        with bed.iperf_server():
+            before = bed.tunnel_ticks()
+            load = spawn(bed.iperf_client(["-P", str(streams)], opts.seconds), log=load_log, stderr_to_log=False)
+            try:
+                time.sleep(0.5)  # let TCP ramp up so the pings meet full queues
+                deadline = max(1, int(opts.seconds - 1))
+                ping = run(bed.in_ns(0, ["ping", "-n", "-i", "0.01", "-W", "1", "-w", str(deadline), bed.target_b]),
+                           timeout=deadline + 15, check=False)
+                load.wait(timeout=opts.seconds + 30)
+            except subprocess.TimeoutExpired:
+                raise BenchError("the iperf3 load did not finish") from None
+            finally:
+                stop(load, grace=1.0)
+            after = bed.tunnel_ticks()
+        numbers = parse_ping(ping.stdout)
         try:
-            time.sleep(0.5)  # let TCP ramp up so the pings meet full queues
-            deadline = max(1, int(opts.seconds - 1))
-            ping = run(bed.in_ns(0, ["ping", "-n", "-i", "0.01", "-W", "1", "-w", str(deadline), bed.target_b]),
-                       timeout=deadline + 15, check=False)
-            load.wait(timeout=opts.seconds + 30)
-        except subprocess.TimeoutExpired:
-            raise BenchError("the iperf3 load did not finish") from None
-        finally:
-            stop(load, grace=1.0)
-        after = bed.tunnel_ticks()
-    numbers = parse_ping(ping.stdout)
-    try:
-        load_result = parse_iperf(load_log.read_text(errors="replace"), load.returncode)
-        numbers["load"] = throughput_numbers(bed, load_result, after - before)
-    except BenchError as e:
-        numbers["load"] = {"error": str(e)}
-    return numbers
+            load_result = parse_iperf(load_log.read_text(errors="replace"), load.returncode)
+            numbers["load"] = throughput_numbers(bed, load_result, after - before)
+        except BenchError as e:
+            numbers["load"] = {"error": str(e)}
+        return numbers
+
+    return test
 
 
 def test_idle(bed: Testbed, opts: argparse.Namespace) -> dict:
@@ -806,7 +819,8 @@ TESTS = [
     Test("tcp4_ba", "TCP 4 streams B->A", tcp_test(4, True), describe_throughput),
     Test("udp64_ab", "UDP 64 B pay A->B", test_udp64,
          lambda r: f"{r['kpps']:9.1f} kpps delivered ({r['loss_pct']:.0f}% lost)"),
-    Test("ping_load", "ping, TCP 4 A->B", test_ping_under_load, describe_ping),
+    Test("ping_load1", "ping, TCP 1 A->B", ping_under_load(1), describe_ping),
+    Test("ping_load", "ping, TCP 4 A->B", ping_under_load(4), describe_ping),
     Test("idle", "idle CPU", test_idle,
          lambda r: f"{r['ticks']} ticks in {r['seconds']:g} s", applies=lambda s: s.idle_check),
 ]
@@ -947,6 +961,7 @@ def summarize(rounds: list[dict]) -> dict:
     metrics = {
         "memory": ["peak_rss_kib"],
         "ping_idle": ["p50_ms", "p99_ms"],
+        "ping_load1": ["p50_ms", "p99_ms"],
         "ping_load": ["p50_ms", "p99_ms"],
         "udp64_ab": ["kpps"],
         "idle": ["ticks"],
@@ -1007,6 +1022,8 @@ def issue_targets(opts: argparse.Namespace) -> list[Target]:
                lambda fw, wg: wg is not None and fw >= 5 * wg),
         Target("ping p99 under 4-stream load", "ping_load.p99_ms", "ms", 3, "<= 2 ms",
                lambda fw, wg: fw <= 2.0),
+        Target("ping p99 beside one stream", "ping_load1.p99_ms", "ms", 3, "<= 1 ms",
+               lambda fw, wg: fw <= 1.0),
         Target("idle CPU", "idle.ticks", "ticks", 0, f"~0 (<= {allowance} ticks)",
                lambda fw, wg: fw <= allowance, needs_baseline=False),
         # Issue 9: the single-queue data path (Windows, macOS) judged by its own overhead on Linux.
@@ -1074,7 +1091,7 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 def results_table(summaries: dict, systems: list[System], rounds: int) -> str:
     header = ["system", "TCP1 A->B Mbit/s", "TCP1 B->A", "TCP4 A->B", "TCP4 B->A", "UDP64 kpps",
-              "ping idle p50/p99 ms", "ping load p50/p99 ms", "CPU-s/GB TCP1 A->B", "peak RSS MiB", "idle ticks"]
+              "ping idle p50/p99 ms", "ping 1-stream p50/p99", "ping 4-stream p50/p99", "CPU-s/GB TCP1 A->B", "peak RSS MiB", "idle ticks"]
     rows = []
     for system in systems:
         s = summaries[system.name]
@@ -1083,6 +1100,7 @@ def results_table(summaries: dict, systems: list[System], rounds: int) -> str:
             *(cell(s, f"{t}.mbit_s", 0, rounds) for t in TCP_TESTS),
             cell(s, "udp64_ab.kpps", 1, rounds),
             pair_cell(s, "ping_idle", rounds),
+            pair_cell(s, "ping_load1", rounds),
             pair_cell(s, "ping_load", rounds),
             cell(s, "tcp1_ab.cpu_s_per_gb", 2, rounds),
             cell(s, "memory.peak_rss_kib", 1, rounds, scale=1 / 1024),
@@ -1363,7 +1381,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              "that handshake and then keep a keepalive a second going each way")
     parser.add_argument("--baseline", type=Path,
                         help="another fastwire binary (a build of the commit before a change), run as system "
-                             "fastwire-base in the same interleaved rounds")
+                             "fastwire-base (or fastwire-tcp-base, if named) in the same interleaved rounds")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results", help="results directory")
     opts = parser.parse_args(argv)
     defaults = (1, 3.0, 5.0) if opts.quick else (3, 10.0, 30.0)
@@ -1383,7 +1401,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     opts.fastwire = opts.fastwire.resolve()
     if opts.baseline is not None:
         opts.baseline = opts.baseline.resolve()
-        if "fastwire-base" not in opts.systems.split(","):
+        if not any(name.strip().endswith("-base") for name in opts.systems.split(",")):
             opts.systems += ",fastwire-base"
     return opts
 
@@ -1419,7 +1437,7 @@ def preflight(opts: argparse.Namespace, systems: list[System]) -> None:
 
 
 def estimate_seconds(opts: argparse.Namespace, systems: list[System]) -> float:
-    per_system = 6 * (opts.seconds + 1.5) + 4
+    per_system = 7 * (opts.seconds + 1.5) + 4
     idle = sum(opts.idle_seconds + 2 for s in systems if s.idle_check)
     return opts.rounds * (len(systems) * per_system + idle)
 

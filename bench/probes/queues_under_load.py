@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Where a ping waits beside 4 TCP streams: brings up SYSTEM between two namespaces (as bench/run does),
-runs iperf3 -P 4 for 10 s with a ping every 10 ms beside it, samples A's bytes below TCP (qdisc + TUN
+runs iperf3 -P 4 (--streams N) for 10 s with a ping every 10 ms beside it, samples A's bytes below TCP (qdisc + TUN
 ring, `ss` skmem t), A's TUN qdisc backlog and B's UDP receive queue, and prints them with the ping
 p50/p99. --sched records 3 s of `perf sched` (run-queue delay per task, `perf sched latency`);
 --ping-fifo / --tunnel-fifo run the ping / the tunnel threads SCHED_FIFO, to tell the scheduler's queue
 from the tunnel's.
 
-Run as root:  bench/probes/queues_under_load.py [--sched] [--ping-fifo] [--tunnel-fifo] [SYSTEM]
+Run as root:  bench/probes/queues_under_load.py [--streams N] [--sched] [--ping-fifo] [--tunnel-fifo] [SYSTEM]
 """
 import argparse
 import os
@@ -25,6 +25,7 @@ def main():
     p.add_argument("--sched", action="store_true", help="perf sched record for 3 s, then perf sched latency")
     p.add_argument("--ping-fifo", action="store_true", help="run ping SCHED_FIFO (chrt -f 1)")
     p.add_argument("--tunnel-fifo", action="store_true", help="run the tunnel's threads SCHED_FIFO")
+    p.add_argument("--streams", type=int, default=4, help="iperf3 streams A->B beside the ping (default 4)")
     p.add_argument("system", nargs="?", default="fastwire", choices=sorted(nb.SYSTEMS_BY_NAME))
     args = p.parse_args()
     opts = nb.parse_args(["--systems", args.system, "--rounds", "1"])
@@ -45,7 +46,7 @@ def main():
                                   stdout=subprocess.DEVNULL)
         time.sleep(0.5)
         client = subprocess.Popen(bed.in_ns(0, ["iperf3", "-c", nb.OVERLAY[1], "-p", str(nb.IPERF_PORT),
-                                                "-t", "10", "-P", "4"]), stdout=subprocess.PIPE, text=True)
+                                                "-t", "10", "-P", str(args.streams)]), stdout=subprocess.PIPE, text=True)
         time.sleep(1)
         fifo = ["chrt", "-f", "1"] if args.ping_fifo else []
         ping = subprocess.Popen(bed.in_ns(0, [*fifo, "ping", "-n", "-i", "0.01", "-c", "500", nb.OVERLAY[1]]),

@@ -6,9 +6,10 @@ use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
 use std::io;
 use std::net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 
-/// Unsent bytes the kernel may hold per connection beyond what is in flight. Small, so a bulk transfer
-/// inside the tunnel cannot build a standing queue here that delays everything behind it (seed 001:
-/// TCP over TCP must let the inner congestion control see the real path).
+/// Unsent bytes the kernel may hold per connection beyond what is in flight, until the engine has
+/// measured the path ([`set_unsent_limit`]). Small, so a bulk transfer inside the tunnel cannot build a
+/// standing queue here that delays everything behind it (seed 001: TCP over TCP must let the inner
+/// congestion control see the real path).
 pub const NOTSENT_LOWAT: u32 = 128 * 1024;
 
 /// Binds a listener on `port` on all addresses: IPv6 dual-stack when the host has IPv6, IPv4 otherwise.
@@ -80,6 +81,71 @@ where
     Ok(())
 }
 
+/// Changes how many unsent bytes the kernel takes before the socket stops being writable
+/// (TCP_NOTSENT_LOWAT, Linux); a no-op elsewhere.
+pub fn set_unsent_limit<S>(stream: &S, bytes: u32) -> io::Result<()>
+where
+    for<'a> SockRef<'a>: From<&'a S>,
+{
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    return SockRef::from(stream).set_tcp_notsent_lowat(bytes);
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = (stream, bytes);
+        Ok(())
+    }
+}
+
+/// One delivery rate sample of a connection (TCP_INFO, Linux 4.9+).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryRate {
+    /// How fast the path took data in the latest sample, bytes per second.
+    pub bytes_per_sec: u64,
+    /// The sender had nothing more to send during the sample: the path may be faster than it says.
+    pub app_limited: bool,
+}
+
+/// The connection's latest delivery rate sample; `None` where the platform does not say.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn delivery_rate<S: std::os::fd::AsRawFd>(stream: &S) -> Option<DeliveryRate> {
+    // Read as bytes: the app-limited flag is a bitfield in what libc's struct leaves as padding.
+    let mut raw = [0u8; 512];
+    let mut len = size_of::<libc::tcp_info>().min(raw.len()) as libc::socklen_t;
+    // SAFETY: `raw` is writable for `len` bytes (at most its size) and outlives the call; the kernel
+    // writes at most `len` bytes and stores the length it wrote in `len`.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            raw.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    let at = std::mem::offset_of!(libc::tcp_info, tcpi_delivery_rate);
+    // An older kernel's shorter tcp_info ends before the field.
+    let rate = raw
+        .get(at..at + 8)
+        .filter(|_| rc == 0 && len as usize >= at + 8)?;
+    // include/uapi/linux/tcp.h: the eighth byte holds tcpi_delivery_rate_app_limited:1 first.
+    let flags = raw[7];
+    let app_limited = if cfg!(target_endian = "little") {
+        flags & 0x01 != 0
+    } else {
+        flags & 0x80 != 0
+    };
+    Some(DeliveryRate {
+        bytes_per_sec: u64::from_ne_bytes(rate.try_into().ok()?),
+        app_limited,
+    })
+}
+
+/// The platform does not report a delivery rate.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub fn delivery_rate<S>(_stream: &S) -> Option<DeliveryRate> {
+    None
+}
+
 /// Sets SO_MARK (0 clears it); a no-op where the platform has no fwmark.
 pub fn set_fwmark<S>(stream: &S, fwmark: u32) -> io::Result<()>
 where
@@ -128,5 +194,36 @@ mod tests {
         let mut buf = [0u8; 3];
         accepted.read_exact(&mut buf).unwrap();
         assert_eq!(&buf, b"\x00\x01x");
+    }
+
+    /// A connection that carried data has a delivery rate, and its unsent limit can be changed.
+    #[test]
+    fn delivery_rate_and_unsent_limit() {
+        let listener = listen(0, 0).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut client = connect(SocketAddr::from(([127, 0, 0, 1], port)), 0).unwrap();
+        let mut accepted = loop {
+            if let Ok((s, _)) = listener.accept() {
+                break s;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        client.set_nonblocking(false).unwrap();
+        set_unsent_limit(&client, 16 * 1024).unwrap();
+        let data = vec![7u8; 4 << 20];
+        let reader = std::thread::spawn(move || {
+            let mut got = vec![0u8; 4 << 20];
+            accepted.set_nonblocking(false).unwrap();
+            accepted.read_exact(&mut got).unwrap();
+            got
+        });
+        client.write_all(&data).unwrap();
+        assert_eq!(reader.join().unwrap(), data);
+        let rate = delivery_rate(&client);
+        if cfg!(any(target_os = "linux", target_os = "android")) {
+            assert!(rate.is_some_and(|r| r.bytes_per_sec > 0), "{rate:?}");
+        } else {
+            assert_eq!(rate, None);
+        }
     }
 }

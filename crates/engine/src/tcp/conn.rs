@@ -6,7 +6,7 @@ use fastwire_proto::framing::FrameBuffer;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Bytes queued per connection above what the kernel holds (it holds at most
 /// `fastwire_io::tcp::NOTSENT_LOWAT` unsent): beyond, new frames are dropped, never buffered.
@@ -15,6 +15,17 @@ pub(crate) const SEND_QUEUE_LIMIT: usize = 512 * 1024;
 pub(crate) const MAX_QUEUED_BUFFERS: usize = 12;
 /// Buffers gathered into one `writev`.
 const IOVECS: usize = 64;
+/// The kernel's unsent data per connection is held to what the path drains in this long (at its
+/// measured delivery rate), between [`UNSENT_MIN`] and `fastwire_io::tcp::NOTSENT_LOWAT`: on a slow
+/// path a fixed 128 KiB stands as a queue of its own in front of every packet (5 ms at 200 Mbit/s),
+/// on a fast one a fixed 32 KiB starves the socket between the owner's wake-ups.
+const UNSENT_TIME: Duration = Duration::from_millis(1);
+const UNSENT_MIN: u32 = 16 * 1024;
+/// How often a connection that is writing reads its delivery rate again.
+const RATE_CHECK_EVERY: Duration = Duration::from_millis(50);
+/// How long the highest rate sample counts: a moment when the receiver did not read (it was not
+/// scheduled) must not shrink the limit, but a path that became slower must.
+const RATE_PEAK_WINDOW: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Role {
@@ -55,6 +66,8 @@ pub(crate) struct Conn {
     queue: VecDeque<Vec<u8>>,
     sent_of_first: usize,
     queued_bytes: usize,
+    /// The kernel's unsent limit, sized to the path's rate.
+    unsent: UnsentLimit,
     pub writable: bool,
     /// Still has bytes to read after this round's budget (edge-triggered readiness will not repeat).
     pub readable: bool,
@@ -73,6 +86,7 @@ impl Conn {
             queue: VecDeque::new(),
             sent_of_first: 0,
             queued_bytes: 0,
+            unsent: UnsentLimit::new(now),
             writable: false,
             readable: false,
         }
@@ -197,6 +211,24 @@ impl Conn {
         }
     }
 
+    /// Every [`RATE_CHECK_EVERY`] while the connection writes: sizes the kernel's unsent limit to the
+    /// path's delivery rate.
+    pub fn tune_unsent_limit(&mut self, now: Instant) {
+        if now.saturating_duration_since(self.unsent.checked) < RATE_CHECK_EVERY {
+            return;
+        }
+        self.unsent.checked = now;
+        if let Some(rate) = fastwire_io::tcp::delivery_rate(&self.stream)
+            && let Some(limit) = self
+                .unsent
+                .update(rate.bytes_per_sec, rate.app_limited, now)
+        {
+            tracing::debug!(remote = %self.remote, rate = rate.bytes_per_sec, limit, "TCP unsent limit");
+            // Best effort: a socket that refuses keeps the limit it has.
+            let _ = fastwire_io::tcp::set_unsent_limit(&self.stream, limit);
+        }
+    }
+
     /// Returns every queued buffer to the pool (the connection is closing).
     pub fn release(&mut self, handoff: &TcpHandoff) {
         for buf in self.queue.drain(..) {
@@ -204,6 +236,52 @@ impl Conn {
         }
         self.queued_bytes = 0;
         self.sent_of_first = 0;
+    }
+}
+
+/// The unsent limit of one connection and the rate it was sized from (sans-IO: rates and times in).
+#[derive(Debug)]
+struct UnsentLimit {
+    current: u32,
+    /// The highest delivery rate seen in the last [`RATE_PEAK_WINDOW`], bytes per second.
+    peak: u64,
+    peak_at: Instant,
+    checked: Instant,
+}
+
+impl UnsentLimit {
+    fn new(now: Instant) -> Self {
+        Self {
+            current: fastwire_io::tcp::NOTSENT_LOWAT,
+            // Unknown counts as fast: the limit starts at the maximum until the path says otherwise.
+            peak: u64::MAX,
+            peak_at: now,
+            checked: now,
+        }
+    }
+
+    /// Takes a delivery rate sample; returns the new limit when it should change (by more than an
+    /// eighth: each change is a system call). A sample taken while the sender had nothing to send
+    /// (`app_limited`) only raises the estimate, as in BBR: it says the path is at least that fast,
+    /// and no queue forms in front of such a sender anyway.
+    fn update(&mut self, rate: u64, app_limited: bool, now: Instant) -> Option<u32> {
+        if app_limited && rate < self.peak {
+            return None;
+        }
+        if rate >= self.peak || now.saturating_duration_since(self.peak_at) > RATE_PEAK_WINDOW {
+            self.peak = rate;
+            self.peak_at = now;
+        }
+        let drained = (self.peak as f64 * UNSENT_TIME.as_secs_f64()) as u64;
+        let want = drained.clamp(
+            u64::from(UNSENT_MIN),
+            u64::from(fastwire_io::tcp::NOTSENT_LOWAT),
+        ) as u32;
+        if want.abs_diff(self.current) <= self.current / 8 {
+            return None;
+        }
+        self.current = want;
+        Some(want)
     }
 }
 
@@ -285,5 +363,43 @@ mod tests {
         conn.release(&h);
         let taken: Vec<_> = std::iter::from_fn(|| h.take_buffer()).collect();
         assert_eq!(taken.len(), super::super::handoff::POOL_BUFFERS);
+    }
+
+    #[test]
+    fn the_unsent_limit_follows_the_path_rate_and_keeps_its_peak() {
+        let t0 = Instant::now();
+        let mut limit = UnsentLimit::new(t0);
+        let max = fastwire_io::tcp::NOTSENT_LOWAT;
+        // A fast path (2.5 Gbit/s): 1 ms of it is more than the maximum, which it starts at.
+        assert_eq!(limit.update(312_000_000, false, t0), None);
+        // A dip (the receiver was not scheduled) within the peak's window changes nothing.
+        let ms = Duration::from_millis(1);
+        assert_eq!(limit.update(10_000_000, false, t0 + ms * 500), None);
+        // A path that stays slow (200 Mbit/s): 25 KB once the peak is a second old.
+        assert_eq!(
+            limit.update(25_000_000, false, t0 + ms * 1_100),
+            Some(25_000)
+        );
+        // Nearly the same rate: no system call for it.
+        assert_eq!(limit.update(26_000_000, false, t0 + ms * 1_150), None);
+        // A path that became idle: the floor, never zero.
+        assert_eq!(limit.update(0, false, t0 + ms * 2_500), Some(UNSENT_MIN));
+        // Fast again: back to the maximum at once.
+        assert_eq!(limit.update(400_000_000, false, t0 + ms * 2_550), Some(max));
+    }
+
+    #[test]
+    fn a_sender_with_nothing_to_send_keeps_its_limit() {
+        let t0 = Instant::now();
+        let mut limit = UnsentLimit::new(t0);
+        let s = Duration::from_secs(1);
+        // Small replies (inner ACKs): every sample app-limited and slow, for a long time.
+        for i in 1..10 {
+            assert_eq!(limit.update(5_000_000, true, t0 + s * i), None);
+        }
+        // A path-limited sample still lowers it.
+        assert_eq!(limit.update(25_000_000, false, t0 + s * 10), Some(25_000));
+        // An app-limited sample above the estimate raises it: the path is at least that fast.
+        assert_eq!(limit.update(50_000_000, true, t0 + s * 11), Some(50_000));
     }
 }

@@ -53,7 +53,9 @@ impl Owner {
             }
             if conn.flush(&self.shared.tcp).is_err() {
                 self.close(slot, TcpClose::Error, now);
+                continue;
             }
+            conn.tune_unsent_limit(now);
         }
         dirty.clear();
         if self.dirty.is_empty() {
