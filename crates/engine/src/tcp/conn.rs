@@ -243,7 +243,8 @@ impl Conn {
 #[derive(Debug)]
 struct UnsentLimit {
     current: u32,
-    /// The highest delivery rate seen in the last [`RATE_PEAK_WINDOW`], bytes per second.
+    /// The highest delivery rate sample since it was last taken over, bytes per second: a lower
+    /// sample takes its place only once it is [`RATE_PEAK_WINDOW`] old.
     peak: u64,
     peak_at: Instant,
     checked: Instant,
