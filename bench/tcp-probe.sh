@@ -10,8 +10,8 @@
 #        B_CPU=30 bench/tcp-probe.sh ...         B's fastwire held to 30 % of a CPU (cgroup v1 cpu quota, 10 ms
 #                                               period): a receiver slower than the path
 # Pings every 10 ms (p50/p90/p99/max and loss), A's and B's drop counters and outer-TCP retransmissions.
-# Used for bench/RESULTS.md "The TCP transport: where the delay under load sits" and "CoDel on the TCP
-# transport's queues".
+# Used for bench/RESULTS.md "The TCP transport: where the delay under load sits" and "The TCP transport's
+# queues".
 set -euo pipefail
 SECONDS_LOAD=${1:-9}
 STREAMS=${2:-4}

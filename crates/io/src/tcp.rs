@@ -68,7 +68,7 @@ where
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
         // Best effort: an old kernel without these still carries the tunnel.
-        let _ = s.set_tcp_notsent_lowat(NOTSENT_LOWAT);
+        let _ = set_unsent_limit(stream, NOTSENT_LOWAT);
         // A path that silently dies (no RST ever arrives) is noticed within about a minute.
         let _ = s.set_tcp_keepalive(
             &socket2::TcpKeepalive::new()
