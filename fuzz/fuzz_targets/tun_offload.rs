@@ -1,16 +1,19 @@
 //! What a local program can write into the TUN device and what the tunnel writes back, through the
-//! offload code (tun-rs 2.8.16, which fastwire's Linux TUN queue uses): a super-packet with an arbitrary
-//! virtio-net header split into segments (what a TUN read does with TSO/USO on), and arbitrary packets
-//! coalesced by the GRO table (what a batched TUN write does). Random bytes rarely make an IP packet
-//! with valid checksums, so two more inputs build them: flows of well-formed TCP or UDP packets (valid
-//! checksums, consecutive sequence numbers, then edits) for GRO, and a well-formed super-packet with a
-//! plausible header for the split. Invariants: no panic; segments fit their buffers and carry the
-//! super-packet's payload, in order, when the split succeeds on a well-formed one.
+//! offload code of fastwire's Linux TUN queue: a super-packet with an arbitrary virtio-net header split
+//! into segments (what a TUN read does with TSO/USO on; tun-rs 2.8.16's `gso_split`), and arbitrary
+//! packets planned into coalesced writes (what a batched TUN write does; our own
+//! `fastwire_io::tun::gro::Gro`). Random bytes rarely make an IP packet with valid checksums, so two
+//! more inputs build them: flows of well-formed TCP or UDP packets (valid checksums, consecutive
+//! sequence numbers, then edits) for GRO, and a well-formed super-packet with a plausible header for the
+//! split. Invariants: no panic; segments fit their buffers and carry the super-packet's payload, in
+//! order, when the split succeeds on a well-formed one; every planned write lies in the buffer, every
+//! packet is written exactly once, and with no edits each flow's payload bytes come out in order.
 #![no_main]
 
 use arbitrary::Arbitrary;
+use fastwire_io::tun::gro::{Gro, VNET_HDR_LEN};
 use libfuzzer_sys::fuzz_target;
-use tun_rs::{GROTable, VIRTIO_NET_HDR_LEN, VirtioNetHdr, gso_split};
+use tun_rs::{VirtioNetHdr, gso_split};
 
 #[derive(Arbitrary, Debug)]
 struct Header {
@@ -196,6 +199,47 @@ fn split(
     });
 }
 
+/// Plans `packets` as the TUN writer does (each behind the engine's headroom) and returns each write's
+/// bytes, after checking every packet went into exactly one write.
+fn coalesce(packets: &[Vec<u8>], udp: bool) -> Vec<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut spans = Vec::new();
+    for p in packets {
+        buf.extend_from_slice(&[0u8; HEADROOM]);
+        spans.push((buf.len(), p.len()));
+        buf.extend_from_slice(p);
+    }
+    let mut gro = Gro::new();
+    gro.plan(&mut buf, &spans, udp);
+    let mut writes = Vec::new();
+    let mut heads = 0;
+    let mut pieces = 0;
+    for write in gro.writes() {
+        assert!(
+            !write.is_empty() && write.len() <= 64,
+            "a write of {} spans",
+            write.len()
+        );
+        let mut bytes = Vec::new();
+        for &(start, len) in write {
+            assert!(start + len <= buf.len(), "a span outside the buffer");
+            bytes.extend_from_slice(&buf[start..start + len]);
+        }
+        assert!(
+            bytes.len() <= VNET_HDR_LEN + 65_535,
+            "a write larger than an IP packet"
+        );
+        heads += 1;
+        pieces += write.len();
+        writes.push(bytes);
+    }
+    assert!(
+        heads <= packets.len() && pieces == packets.len(),
+        "a packet lost or written twice"
+    );
+    writes
+}
+
 fuzz_target!(|input: Input| {
     match input {
         Input::Split {
@@ -216,17 +260,12 @@ fuzz_target!(|input: Input| {
             split(&mut packet, hdr, segment_room, is_v6, |_| {});
         }
         Input::Coalesce { packets, udp } => {
-            let mut bufs: Vec<Vec<u8>> = packets
-                .iter()
+            let packets: Vec<Vec<u8>> = packets
+                .into_iter()
                 .take(tun_rs::IDEAL_BATCH_SIZE)
-                .map(|p| {
-                    let mut b = vec![0u8; VIRTIO_NET_HDR_LEN.max(HEADROOM)];
-                    b.extend_from_slice(&p[..p.len().min(65_000)]);
-                    b
-                })
+                .map(|p| p[..p.len().min(65_000)].to_vec())
                 .collect();
-            let mut table = GROTable::new();
-            let _ = table.apply_gro(&mut bufs, VIRTIO_NET_HDR_LEN.max(HEADROOM), udp);
+            coalesce(&packets, udp);
         }
         Input::Flows {
             v6,
@@ -236,8 +275,9 @@ fuzz_target!(|input: Input| {
         } => {
             let proto = if udp { UDP } else { TCP };
             let mut seq = [1000u32; 4];
-            let offset = VIRTIO_NET_HDR_LEN.max(HEADROOM);
-            let mut bufs: Vec<Vec<u8>> = segments
+            let mut edited = false;
+            let mut expected: [Vec<u8>; 4] = Default::default();
+            let packets: Vec<Vec<u8>> = segments
                 .iter()
                 .take(tun_rs::IDEAL_BATCH_SIZE)
                 .map(|seg| {
@@ -245,17 +285,28 @@ fuzz_target!(|input: Input| {
                     let len = usize::from(seg.payload_len % 1400);
                     let flags = seg.tcp_flags.unwrap_or(0x10); // ACK
                     let payload = payload_bytes(len, seg.flow);
+                    expected[flow].extend_from_slice(&payload);
                     let mut packet =
                         build_packet(v6, proto, 1000 + flow as u16, seq[flow], flags, &payload);
                     seq[flow] = seq[flow].wrapping_add(len as u32 + u32::from(seg.gap));
+                    edited |= seg.edit.is_some();
                     apply_edit(&mut packet, &seg.edit);
-                    let mut b = vec![0u8; offset];
-                    b.extend_from_slice(&packet);
-                    b
+                    packet
                 })
                 .collect();
-            let mut table = GROTable::new();
-            let _ = table.apply_gro(&mut bufs, offset, can_udp_gro);
+            let writes = coalesce(&packets, can_udp_gro);
+            if !edited {
+                // Each flow's payload, write by write, is what went in, in order.
+                let iph = if v6 { 40 } else { 20 };
+                let headers = iph + if udp { 8 } else { 20 };
+                let mut carried: [Vec<u8>; 4] = Default::default();
+                for write in &writes {
+                    let packet = &write[VNET_HDR_LEN..];
+                    let port = u16::from_be_bytes([packet[iph], packet[iph + 1]]);
+                    carried[usize::from(port - 1000)].extend_from_slice(&packet[headers..]);
+                }
+                assert!(carried == expected, "a flow's bytes changed or moved");
+            }
         }
         Input::SplitBuilt {
             v6,

@@ -1,7 +1,7 @@
 //! One batch of incoming datagrams (network -> TUN), in three steps like [`crate::tx_batch`]:
 //! [`RxBatch::receive`] (one recvmmsg; a buffer may hold a UDP GRO train), [`RxBatch::open`] (decrypt in
 //! place, check, note where each plaintext lies; handshakes go to the handshake thread) and
-//! [`RxBatch::deliver`] (copy the plaintexts into a batched, coalescing TUN write).
+//! [`RxBatch::deliver`] (one batched, coalescing TUN write of the plaintexts where they lie).
 
 use crate::shared::{Shared, Transmit};
 use crate::stats::{Counter, SendDrop, WorkerStats};
@@ -114,17 +114,13 @@ impl RxBatch {
         }
     }
 
-    /// Writes the batch's plaintexts to the TUN device and empties the batch; false when the interface
-    /// is gone.
+    /// Writes the batch's plaintexts to the TUN device where they lie (each behind the room of its
+    /// WireGuard header) and empties the batch; false when the interface is gone.
     pub fn deliver(&mut self, sink: &mut TunSink, shared: &Shared, stats: &WorkerStats) -> bool {
         self.received = 0;
-        for &(start, len) in &self.plaintexts {
-            if !sink.push(&self.arena[start..start + len], shared, stats) {
-                return false;
-            }
-        }
+        let delivered = sink.write_in_place(&mut self.arena, &self.plaintexts, shared, stats);
         self.plaintexts.clear();
-        sink.flush(shared, stats)
+        delivered
     }
 }
 

@@ -6,7 +6,9 @@
 //!   worker lays them out; each output segment gets fresh IPv4 and TCP checksums.
 //! - `gro_coalesce`: 44 in-order 1420-byte segments of one TCP flow, with valid checksums, coalesced by
 //!   `GroTable::apply_gro` into one super-packet with a virtio header, as the receive worker does before
-//!   writing to the TUN device. Only `apply_gro` is timed; restoring the 44 input buffers is not.
+//!   writing to the TUN device. Only `apply_gro` is timed; restoring the 44 input buffers is not (that
+//!   restore is the copy the engine made before tun-rs' GRO). `fastwire_*`: the same segments planned
+//!   by fastwire's own `tun::gro::Gro` where they lie (what the engine does now).
 //!
 //! Run: `cargo bench -p fastwire-io --bench offload`
 
@@ -18,6 +20,7 @@ mod linux {
     use std::time::{Duration, Instant};
 
     use criterion::{BenchmarkId, Criterion, Throughput};
+    use fastwire_io::tun::gro::Gro;
     use tun_rs::{GROTable as GroTable, IDEAL_BATCH_SIZE as MAX_SEGMENTS, VIRTIO_NET_HDR_LEN};
     use tun_rs::{VIRTIO_NET_HDR_GSO_TCPV4, VirtioNetHdr, gso_split};
 
@@ -229,6 +232,35 @@ mod linux {
                 timed
             })
         });
+
+        // fastwire's own planner on the same segments, laid out where the receive batch decrypts them
+        // (one buffer, each behind its WireGuard header): no copy, the write is a list of spans.
+        let mut arena = Vec::new();
+        let mut spans = Vec::new();
+        for segment in &segments {
+            spans.push((arena.len() + HEADROOM, segment.len() - HEADROOM));
+            arena.extend_from_slice(segment);
+        }
+        let pristine = arena.clone();
+        let mut gro = Gro::new();
+        gro.plan(&mut arena, &spans, true);
+        assert_eq!(gro.writes().count(), 1);
+        assert_eq!(gro.writes().next().map(<[_]>::len), Some(GRO_SEGMENTS));
+        group.bench_function(
+            BenchmarkId::new("fastwire_tcp4_mss1380", GRO_SEGMENTS),
+            |b| {
+                b.iter_custom(|iters| {
+                    let mut timed = Duration::ZERO;
+                    for _ in 0..iters {
+                        arena.copy_from_slice(&pristine);
+                        let start = Instant::now();
+                        gro.plan(black_box(&mut arena), &spans, true);
+                        timed += start.elapsed();
+                    }
+                    timed
+                })
+            },
+        );
         group.finish();
     }
 }

@@ -4,7 +4,7 @@
 //! the engine's tests run over where no TUN driver exists (Windows CI under Wine) and beside the real
 //! devices on Linux.
 
-use super::{Coalescer, ReadScratch, TunDevice, TunQueue};
+use super::{Coalescer, PacketSpan, ReadScratch, TunDevice, TunQueue, check_spans};
 use crate::sockwait::SocketReadiness;
 use crate::wait::WaitHandle;
 use std::io;
@@ -105,15 +105,16 @@ impl TunQueue for FakeQueue {
     fn send_batch(
         &self,
         _coalescer: &mut Coalescer,
-        bufs: &mut [Vec<u8>],
-        offset: usize,
+        buf: &mut [u8],
+        packets: &[PacketSpan],
     ) -> io::Result<usize> {
         if self.state.gone.load(Ordering::Acquire) {
             return Err(gone_error());
         }
+        check_spans(buf, packets)?;
         let mut full = 0;
-        for b in bufs.iter() {
-            match self.socket.send(&b[offset..]) {
+        for &(start, len) in packets {
+            match self.socket.send(&buf[start..start + len]) {
                 Ok(_) => {}
                 // A full socket buffer is what a full Wintun ring is: a drop, never a wait.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => full += 1,
@@ -206,12 +207,15 @@ mod tests {
             .unwrap();
         assert_eq!((n, sizes[0]), (1, 6));
         assert_eq!(&bufs[0][16..22], b"\x45hello");
-        let mut out = vec![vec![0u8; 16]];
-        out[0].extend_from_slice(b"\x45back");
+        let mut out = vec![0u8; 16];
+        out.extend_from_slice(b"\x45back");
         assert_eq!(
-            q.send_batch(&mut Coalescer::new(), &mut out, 16).unwrap(),
+            q.send_batch(&mut Coalescer::new(), &mut out, &[(16, 5)])
+                .unwrap(),
             0
         );
+        let unroomy = q.send_batch(&mut Coalescer::new(), &mut out, &[(4, 5)]);
+        assert_eq!(unroomy.unwrap_err().kind(), io::ErrorKind::InvalidInput);
         assert_eq!(host.receive(Duration::from_secs(5)).unwrap(), b"\x45back");
         host.remove_interface();
         let err = q

@@ -1,22 +1,31 @@
 //! Linux TUN through tun-rs, opened multi-queue (one queue per worker, each its own descriptor), with
 //! IFF_VNET_HDR offloads when the kernel has them.
 
-use super::{Coalescer, Offloads, ReadScratch, TunDevice, TunOptions, TunQueue};
+use super::gro::VNET_HDR_LEN;
+use super::{
+    Coalescer, Offloads, PacketSpan, ReadScratch, TunDevice, TunOptions, TunQueue, check_spans,
+};
 use crate::wait::WaitHandle;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use tun_rs::{DeviceBuilder, SyncDevice};
 
-pub(crate) use tun_rs::GROTable as GroTable;
-
 const _: () = assert!(
-    super::HEADROOM >= tun_rs::VIRTIO_NET_HDR_LEN,
+    super::HEADROOM >= VNET_HDR_LEN && VNET_HDR_LEN == tun_rs::VIRTIO_NET_HDR_LEN,
     "HEADROOM must fit the virtio-net header"
 );
 const _: () = assert!(super::MAX_SEGMENTS == tun_rs::IDEAL_BATCH_SIZE);
 
+/// Spans one write may have: a super-packet's first packet and up to 63 more payloads (gro's cap).
+const MAX_SPANS: usize = 64;
+
 struct LinuxQueue {
     dev: SyncDevice,
+    /// IFF_VNET_HDR is on: every write starts with a virtio-net header, and may be a super-packet.
+    offload: bool,
+    /// The device also takes UDP super-packets (USO).
+    udp_offload: bool,
 }
 
 /// Why the TUN device could not be created, in words a user can act on.
@@ -87,7 +96,12 @@ pub(crate) fn create(opts: &TunOptions) -> Result<TunDevice, String> {
         .map(|dev| {
             dev.set_nonblocking(true)
                 .map_err(|e| format!("cannot make {name} non-blocking: {e}"))?;
-            Ok(Arc::new(LinuxQueue { dev }) as Arc<dyn TunQueue>)
+            let queue = LinuxQueue {
+                dev,
+                offload: offloads.tcp,
+                udp_offload: offloads.udp,
+            };
+            Ok(Arc::new(queue) as Arc<dyn TunQueue>)
         })
         .collect::<Result<Vec<_>, String>>()?;
     Ok(TunDevice {
@@ -112,12 +126,36 @@ impl TunQueue for LinuxQueue {
     fn send_batch(
         &self,
         coalescer: &mut Coalescer,
-        bufs: &mut [Vec<u8>],
-        offset: usize,
+        buf: &mut [u8],
+        packets: &[PacketSpan],
     ) -> io::Result<usize> {
+        check_spans(buf, packets)?;
         // A TUN write never waits for room: the kernel queues or drops, and says so in its counters.
-        self.dev.send_multiple(&mut coalescer.gro, bufs, offset)?;
-        Ok(0)
+        // One failed write does not stop the others (its packet is lost); the last error is returned,
+        // at once when the device is gone.
+        if self.offload {
+            coalescer.gro.plan(buf, packets, self.udp_offload);
+        }
+        let buf = &*buf;
+        let mut result = Ok(0);
+        let mut write = |spans: &[PacketSpan]| match self.writev(buf, spans) {
+            Ok(()) => Ok(()),
+            Err(e) if self.is_gone(&e) => Err(e),
+            Err(e) => {
+                result = Err(e);
+                Ok(())
+            }
+        };
+        if self.offload {
+            for spans in coalescer.gro.writes() {
+                write(spans)?;
+            }
+        } else {
+            for span in packets {
+                write(std::slice::from_ref(span))?;
+            }
+        }
+        result
     }
 
     fn mtu(&self) -> io::Result<u16> {
@@ -135,5 +173,39 @@ impl TunQueue for LinuxQueue {
             error.raw_os_error(),
             Some(libc::ENODEV) | Some(libc::EBADFD)
         )
+    }
+}
+
+impl LinuxQueue {
+    /// Writes one packet made of `spans` of `buf` (at most [`MAX_SPANS`]).
+    fn writev(&self, buf: &[u8], spans: &[PacketSpan]) -> io::Result<()> {
+        let mut iov = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; MAX_SPANS];
+        let spans = &spans[..spans.len().min(MAX_SPANS)];
+        for (v, &(start, len)) in iov.iter_mut().zip(spans) {
+            let bytes = &buf[start..start + len];
+            v.iov_base = bytes.as_ptr() as *mut libc::c_void;
+            v.iov_len = bytes.len();
+        }
+        loop {
+            // SAFETY: the first `spans.len()` iovecs point at in-bounds slices of `buf`, which outlives
+            // the call; the kernel only reads them. The descriptor is the device's, open while `self` is.
+            let n = unsafe {
+                libc::writev(
+                    self.dev.as_raw_fd(),
+                    iov.as_ptr(),
+                    spans.len() as libc::c_int,
+                )
+            };
+            if n >= 0 {
+                return Ok(());
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
     }
 }

@@ -2,7 +2,9 @@
 //! strips utun's 4-byte address-family header itself. The kernel names the device `utunN`; asking
 //! for the bare name `utun` lets it pick N (as wireguard-go does), and [`TunDevice::name`] tells which.
 
-use super::{Coalescer, Offloads, ReadScratch, TunDevice, TunOptions, TunQueue};
+use super::{
+    Coalescer, Offloads, PacketSpan, ReadScratch, TunDevice, TunOptions, TunQueue, check_spans,
+};
 use crate::wait::WaitHandle;
 use std::io;
 use std::sync::Arc;
@@ -78,12 +80,13 @@ impl TunQueue for UtunQueue {
     fn send_batch(
         &self,
         _coalescer: &mut Coalescer,
-        bufs: &mut [Vec<u8>],
-        offset: usize,
+        buf: &mut [u8],
+        packets: &[PacketSpan],
     ) -> io::Result<usize> {
+        check_spans(buf, packets)?;
         let mut full = 0;
-        for b in bufs.iter() {
-            match self.dev.send(&b[offset..]) {
+        for &(start, len) in packets {
+            match self.dev.send(&buf[start..start + len]) {
                 Ok(_) => {}
                 // The interface queue is full: a drop, never a wait.
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ENOBUFS) | Some(libc::EAGAIN)) => {

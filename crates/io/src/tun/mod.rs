@@ -2,7 +2,8 @@
 //! [`TunQueue`] and never sees a descriptor, a HANDLE or a platform crate's types.
 //!
 //! - Linux ([`linux`]): tun-rs, multi-queue (one queue per worker), IFF_VNET_HDR offloads: a read may be
-//!   a TSO/USO super-packet split into segments, a batch write is coalesced (GRO).
+//!   a TSO/USO super-packet split into segments (tun-rs), a batch write is coalesced where the packets
+//!   lie ([`gro`], our own) and written with `writev`.
 //! - Windows ([`windows`]): one long-lived Wintun session; reads drain the ring, writes go into it.
 //! - macOS ([`macos`]): utun through tun-rs, one queue.
 //! - [`fake`]: a device made of a loopback UDP socket, for engine tests on every platform.
@@ -13,6 +14,8 @@ use std::sync::Arc;
 
 pub mod fake;
 #[cfg(target_os = "linux")]
+pub mod gro;
+#[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "macos")]
 mod macos;
@@ -22,6 +25,9 @@ mod windows;
 /// Bytes a caller leaves free in front of each packet it hands to [`TunQueue::send_batch`] and asks
 /// [`TunQueue::recv_batch`] for (`offset >= HEADROOM`): room for the platform's per-packet header.
 pub const HEADROOM: usize = 10;
+
+/// Where one packet of a [`TunQueue::send_batch`] lies in the caller's buffer: `(start, len)`.
+pub type PacketSpan = (usize, usize);
 
 /// Most segments one [`TunQueue::recv_batch`] returns, and the batch size writes are planned for.
 pub const MAX_SEGMENTS: usize = 128;
@@ -86,11 +92,11 @@ impl Default for ReadScratch {
     }
 }
 
-/// Per-writer state for coalescing a batch of packets into fewer, larger writes (Linux: a GRO table).
+/// Per-writer state for coalescing a batch of packets into fewer, larger writes (Linux: [`gro::Gro`]).
 #[derive(Default)]
 pub struct Coalescer {
     #[cfg(target_os = "linux")]
-    pub(crate) gro: linux::GroTable,
+    pub(crate) gro: gro::Gro,
 }
 
 impl Coalescer {
@@ -113,14 +119,17 @@ pub trait TunQueue: Send + Sync {
         offset: usize,
     ) -> io::Result<usize>;
 
-    /// Writes each packet `bufs[i][offset..]` (`offset >= HEADROOM`; the buffers may be grown by
-    /// coalescing) without blocking. Returns how many packets were dropped because the device's queue
-    /// was full (to be counted, never waited for).
+    /// Writes each packet `buf[start..start + len]` of `packets` without blocking, a flow's packets in
+    /// their order. Each packet has [`HEADROOM`] bytes in front of it in `buf` that belong to no other
+    /// packet: the writer may put a header there and rewrite the packet's headers (coalescing), so the
+    /// bytes are not what they were afterwards. Returns how many packets were dropped because the
+    /// device's queue was full (to be counted, never waited for); a span outside `buf` or without its
+    /// headroom is an `InvalidInput` error and nothing is written.
     fn send_batch(
         &self,
         coalescer: &mut Coalescer,
-        bufs: &mut [Vec<u8>],
-        offset: usize,
+        buf: &mut [u8],
+        packets: &[PacketSpan],
     ) -> io::Result<usize>;
 
     /// The interface's current MTU (the user may change it while we run).
@@ -131,6 +140,21 @@ pub trait TunQueue: Send + Sync {
 
     /// Whether an error from this queue means the interface is gone (rather than one bad packet).
     fn is_gone(&self, error: &io::Error) -> bool;
+}
+
+/// Checks the spans of a [`TunQueue::send_batch`]: inside `buf`, with their headroom.
+pub(crate) fn check_spans(buf: &[u8], packets: &[PacketSpan]) -> io::Result<()> {
+    let fits = |&(start, len): &PacketSpan| {
+        start >= HEADROOM && start.checked_add(len).is_some_and(|end| end <= buf.len())
+    };
+    if packets.iter().all(fits) {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a packet span outside the buffer or without headroom",
+        ))
+    }
 }
 
 /// Creates the interface. Errors are one line saying what is wrong and what to do.

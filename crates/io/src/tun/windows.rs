@@ -9,7 +9,9 @@
 //! exact Win32 errors (tun-rs keeps the event private; `wintun` drops the error codes of adapter and
 //! session creation and configures the adapter through netsh).
 
-use super::{Coalescer, Offloads, ReadScratch, TunDevice, TunOptions, TunQueue};
+use super::{
+    Coalescer, Offloads, PacketSpan, ReadScratch, TunDevice, TunOptions, TunQueue, check_spans,
+};
 use crate::wait::WaitHandle;
 use std::ffi::c_void;
 use std::io;
@@ -317,12 +319,13 @@ impl TunQueue for WintunQueue {
     fn send_batch(
         &self,
         _coalescer: &mut Coalescer,
-        bufs: &mut [Vec<u8>],
-        offset: usize,
+        buf: &mut [u8],
+        packets: &[PacketSpan],
     ) -> io::Result<usize> {
+        check_spans(buf, packets)?;
         let mut full = 0;
-        for b in bufs.iter() {
-            let packet = &b[offset..];
+        for &(start, len) in packets {
+            let packet = &buf[start..start + len];
             let Ok(len) = u32::try_from(packet.len()) else {
                 continue;
             };
