@@ -74,6 +74,14 @@ impl FrameBuffer {
 
     /// The next complete message, mutable in place, or `None` until more bytes arrive.
     pub fn next_frame(&mut self) -> Result<Option<&mut [u8]>, FrameError> {
+        Ok(self.next_frame_at()?.map(move |range| &mut self.buf[range]))
+    }
+
+    /// Where the next complete message lies in [`FrameBuffer::bytes_mut`], or `None` until more bytes
+    /// arrive. The range (and every earlier one) keeps its bytes until the next [`FrameBuffer::spare`]:
+    /// a caller may hand several messages on where they lie, each with the prefix and whatever it
+    /// no longer needs of the messages before it in front.
+    pub fn next_frame_at(&mut self) -> Result<Option<std::ops::Range<usize>>, FrameError> {
         let avail = &self.buf[self.start..self.end];
         let Some(prefix) = avail.get(..PREFIX_LEN) else {
             return Ok(None);
@@ -88,13 +96,16 @@ impl FrameBuffer {
         let from = self.start + PREFIX_LEN;
         self.start = from + len;
         if self.start == self.end {
-            // Everything handed out: reuse the buffer from the front, nothing to move.
-            let frame_start = from;
+            // Everything handed out: the next read reuses the buffer from the front, nothing to move.
             self.start = 0;
             self.end = 0;
-            return Ok(Some(&mut self.buf[frame_start..frame_start + len]));
         }
-        Ok(Some(&mut self.buf[from..from + len]))
+        Ok(Some(from..from + len))
+    }
+
+    /// The whole buffer, which the ranges of [`FrameBuffer::next_frame_at`] index.
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.buf
     }
 }
 

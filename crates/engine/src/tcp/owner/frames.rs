@@ -1,5 +1,6 @@
-//! Reading connections and handling each frame where it lies in the receive buffer: decryption,
-//! plaintext to the TUN sink, replies, and the first authenticated message that claims the address.
+//! Reading connections and handling each frame where it lies in the receive buffer: decryption, the
+//! plaintexts of each read written to the TUN device where they lie, replies, and the first authenticated
+//! message that claims the address.
 
 use super::{Owner, READ_BUDGET};
 use crate::shared::Transmit;
@@ -28,9 +29,6 @@ impl Owner {
         }
         self.readable.sort_unstable();
         self.readable.dedup();
-        if !self.sink.flush(&self.shared, &self.stats) {
-            return false;
-        }
         self.outbox.flush(&self.shared.tcp);
         true
     }
@@ -63,74 +61,88 @@ impl Owner {
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(_) => return Err(ReadEnd::Close(TcpClose::Error)),
             }
-            loop {
-                let frame = match conn.rx.next_frame() {
-                    Ok(Some(frame)) => frame,
-                    Ok(None) => break,
-                    Err(FrameError::ZeroLength) => {
-                        return Err(ReadEnd::Close(TcpClose::ZeroLength));
-                    }
-                };
-                let incoming = shared
-                    .device
-                    .handle_incoming(endpoint, frame, now, &mut self.reply);
-                let authenticated = match &incoming {
-                    Incoming::Data { len, .. } => {
-                        let packet = &frame[DATA_HEADER_LEN..DATA_HEADER_LEN + len];
-                        if !self.sink.push(packet, shared, stats) {
-                            return Err(ReadEnd::InterfaceGone);
+            let plaintexts = &mut self.plaintexts;
+            let mut handle_frames = || -> Result<(), ReadEnd> {
+                loop {
+                    let at = match conn.rx.next_frame_at() {
+                        Ok(Some(at)) => at,
+                        Ok(None) => return Ok(()),
+                        Err(FrameError::ZeroLength) => {
+                            return Err(ReadEnd::Close(TcpClose::ZeroLength));
                         }
-                        true
-                    }
-                    Incoming::Keepalive { .. } | Incoming::HandshakeComplete { .. } => true,
-                    // A cookie reply proves nothing about who sent it.
-                    Incoming::CookieAccepted { .. } => false,
-                    Incoming::Reply { len, .. } => {
-                        let reply = &self.reply[..*len];
-                        let prefix = length_prefix(*len).unwrap_or_default();
-                        if !conn.is_authenticated() {
-                            // Written at once, outside the pool: a client that is nobody yet must not
-                            // hold shared buffers. One that does not read its replies is dropped.
-                            if !conn.send_now(&prefix, reply) {
+                    };
+                    let frame_start = at.start;
+                    let frame = &mut conn.rx.bytes_mut()[at];
+                    let incoming =
+                        shared
+                            .device
+                            .handle_incoming(endpoint, frame, now, &mut self.reply);
+                    let authenticated = match &incoming {
+                        Incoming::Data { len, .. } => {
+                            plaintexts.push((frame_start + DATA_HEADER_LEN, *len));
+                            true
+                        }
+                        Incoming::Keepalive { .. } | Incoming::HandshakeComplete { .. } => true,
+                        // A cookie reply proves nothing about who sent it.
+                        Incoming::CookieAccepted { .. } => false,
+                        Incoming::Reply { len, .. } => {
+                            let reply = &self.reply[..*len];
+                            let prefix = length_prefix(*len).unwrap_or_default();
+                            if !conn.is_authenticated() {
+                                // Written at once, outside the pool: a client that is nobody yet must
+                                // not hold shared buffers. One that does not read its replies is dropped.
+                                if !conn.send_now(&prefix, reply) {
+                                    return Err(ReadEnd::Close(TcpClose::Unauthenticated));
+                                }
+                            } else if !shared.tcp.take_buffer().is_some_and(|mut buf| {
+                                buf.extend_from_slice(&prefix);
+                                buf.extend_from_slice(reply);
+                                conn.enqueue(buf, &shared.tcp)
+                            }) {
+                                stats.send_drop(SendDrop::TcpQueueFull, 1);
+                            } else {
+                                self.dirty.push(slot);
+                            }
+                            *len == RESPONSE_LEN
+                        }
+                        Incoming::Dropped(reason) => {
+                            stats.recv_drop(*reason);
+                            if *reason == RecvDrop::Malformed {
+                                return Err(ReadEnd::Close(TcpClose::Malformed));
+                            }
+                            if !conn.is_authenticated() {
                                 return Err(ReadEnd::Close(TcpClose::Unauthenticated));
                             }
-                        } else if !shared.tcp.take_buffer().is_some_and(|mut buf| {
-                            buf.extend_from_slice(&prefix);
-                            buf.extend_from_slice(reply);
-                            conn.enqueue(buf, &shared.tcp)
-                        }) {
-                            stats.send_drop(SendDrop::TcpQueueFull, 1);
-                        } else {
-                            self.dirty.push(slot);
+                            false
                         }
-                        *len == RESPONSE_LEN
-                    }
-                    Incoming::Dropped(reason) => {
-                        stats.recv_drop(*reason);
-                        if *reason == RecvDrop::Malformed {
-                            return Err(ReadEnd::Close(TcpClose::Malformed));
+                    };
+                    shared.follow_up(&mut tx, &incoming, &mut self.scratch, now, stats);
+                    // The first authenticated message makes this connection what an endpoint with its
+                    // address means, and one of its peer's.
+                    if authenticated && conn.authenticated(now) {
+                        shared.tcp_states.moved(
+                            Some(TcpState::AcceptedUnauthenticated),
+                            Some(TcpState::Accepted),
+                        );
+                        self.by_addr.insert(conn.remote, slot);
+                        if let Some(peer) = sender(&incoming) {
+                            conn.peer = Some(peer.public_key);
+                            self.claimed.push((slot, peer.public_key));
                         }
-                        if !conn.is_authenticated() {
-                            return Err(ReadEnd::Close(TcpClose::Unauthenticated));
-                        }
-                        false
-                    }
-                };
-                shared.follow_up(&mut tx, &incoming, &mut self.scratch, now, stats);
-                // The first authenticated message makes this connection what an endpoint with its
-                // address means, and one of its peer's.
-                if authenticated && conn.authenticated(now) {
-                    shared.tcp_states.moved(
-                        Some(TcpState::AcceptedUnauthenticated),
-                        Some(TcpState::Accepted),
-                    );
-                    self.by_addr.insert(conn.remote, slot);
-                    if let Some(peer) = sender(&incoming) {
-                        conn.peer = Some(peer.public_key);
-                        self.claimed.push((slot, peer.public_key));
                     }
                 }
+            };
+            let handled = handle_frames();
+            // This read's plaintexts are written where they lie, before the next read may move the
+            // buffer's tail — also when a later frame closes the connection.
+            let written =
+                self.sink
+                    .write_in_place(conn.rx.bytes_mut(), &self.plaintexts, shared, stats);
+            self.plaintexts.clear();
+            if !written {
+                return Err(ReadEnd::InterfaceGone);
             }
+            handled?;
         }
         Ok(conn.readable)
     }

@@ -23,7 +23,7 @@ use super::{Limits, Outbox};
 use crate::shared::{Shared, ShutdownReason};
 use crate::stats::{TcpClose, WorkerStats};
 use crate::tun_sink::TunSink;
-use fastwire_io::tun::TunQueue;
+use fastwire_io::tun::{PacketSpan, TunQueue};
 use fastwire_proto::{DATA_HEADER_LEN, TAILROOM};
 use mio::{Events, Interest, Poll, Token};
 use std::collections::HashMap;
@@ -81,6 +81,7 @@ pub(crate) fn run(
         reply: [0; 256],
         scratch: vec![0; DATA_HEADER_LEN + 65_535 + TAILROOM],
         readable: Vec::new(),
+        plaintexts: Vec::new(),
         dirty: Vec::new(),
         claimed: Vec::new(),
     };
@@ -118,6 +119,8 @@ struct Owner {
     scratch: Vec<u8>,
     /// Connections with bytes left to read.
     readable: Vec<usize>,
+    /// Where the plaintexts of one read lie in its connection's receive buffer.
+    plaintexts: Vec<PacketSpan>,
     /// Connections with new frames queued.
     dirty: Vec<usize>,
     /// Accepted connections just authenticated, with their peer's key: checked against the cap.
