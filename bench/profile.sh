@@ -7,6 +7,10 @@
 #   FASTWIRE=path   binary (default target/release/fastwire)   PERF=0  skip perf
 #   FASTWIRE_ARGS="--tun-queues 1"   extra daemon arguments
 #   OUT=dir         where perf.data / report.txt / flame.svg go (default /tmp/fastwire-profile)
+#   IPERF_ARGS="-u -b 0 -l 64"   extra iperf3 client arguments (this one: the 64-byte UDP test)
+#   PERF_ALL=1      profile the whole machine (iperf3, softirqs), not just the two tunnel processes
+#   COUNTERS=1      print where packets were dropped: each side's UDP counters (nstat), TUN and veth
+#                   link drops, and fastwire's own drop counters (fastwire show --json)
 #   FLOOD=initiation|junk  also flood B's port from A's namespace during the run (target/release/
 #                   fastwire-loadgen, FLOOD_RATE datagrams/s, default 350000; FLOOD_SEND=separate|gso)
 set -euo pipefail
@@ -45,7 +49,8 @@ ip -n $NB addr add 10.78.0.2/24 dev $IB; ip -n $NB link set $IB mtu 1420 up
 ip netns exec $NA ping -c 1 -W 3 10.78.0.2 >/dev/null
 ip netns exec $NB iperf3 -s -1 >/dev/null 2>&1 &
 sleep 0.3
-ip netns exec $NA iperf3 -c 10.78.0.2 -t "$SECS" -P "$STREAMS" >"$OUT/iperf.txt" &
+# shellcheck disable=SC2086 # IPERF_ARGS is a list of arguments
+ip netns exec $NA iperf3 -c 10.78.0.2 -t "$SECS" -P "$STREAMS" ${IPERF_ARGS:-} >"$OUT/iperf.txt" &
 IPERF=$!
 if [ -n "${FLOOD:-}" ]; then
     case $FLOOD in initiation) what=(--public-key "$PB") ;; junk) what=(--junk) ;; *) echo "FLOOD=initiation|junk" >&2; exit 2 ;; esac
@@ -57,9 +62,21 @@ sleep 1
 ip netns exec $NA ping -i 0.01 -c $(( (SECS - 2) * 100 )) 10.78.0.2 2>/dev/null | grep -oP 'time=\K[0-9.]+' | sort -n >"$OUT/rtt.txt" &
 PING=$!
 if [ "${PERF:-1}" = 1 ]; then
-    perf record -e cpu-clock -g -p "${PIDS[0]},${PIDS[1]}" -o "$OUT/perf.data" -- sleep $((SECS - 2)) 2>/dev/null
+    if [ "${PERF_ALL:-0}" = 1 ]; then target=(-a); else target=(-p "${PIDS[0]},${PIDS[1]}"); fi
+    perf record -e cpu-clock -g "${target[@]}" -o "$OUT/perf.data" -- sleep $((SECS - 2)) 2>/dev/null
 fi
 wait $IPERF $PING
+if [ "${COUNTERS:-0}" = 1 ]; then
+    for side in "A $NA $IA" "B $NB $IB"; do
+        read -r name ns dev <<<"$side"
+        echo "== $name: kernel UDP (nstat), links, fastwire drops"
+        ip netns exec "$ns" nstat -az 2>/dev/null | grep -E '^Udp(InDatagrams|RcvbufErrors|SndbufErrors|InErrors) ' || true
+        ip -n "$ns" -s -o link show dev "$dev" | sed 's/\\ */ | /g'
+        ip -n "$ns" -s -o link show dev veth-prof | sed 's/\\ */ | /g'
+        ip netns exec "$ns" "$FASTWIRE" show "$dev" --json 2>/dev/null |
+            grep -oE '"(drop|rx|tx)_[a-z_]+": *[1-9][0-9]*' | sort | uniq || true
+    done
+fi
 [ -n "${FLOOD:-}" ] && { wait "${PIDS[-1]}" || true; echo "flood: $(cat "$OUT/flood.txt")"; }
 n=$(wc -l <"$OUT/rtt.txt")
 echo "throughput: $(grep -E 'receiver' "$OUT/iperf.txt" | tail -1 | awk '{print $(NF-2), $(NF-1)}')  streams: $STREAMS"
