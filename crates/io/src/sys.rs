@@ -125,6 +125,31 @@ fn imp_may_admin_network() -> bool {
 
 /// Points stdin, stdout and stderr at /dev/null, so a daemon no longer holds its starter's terminal or
 /// pipe open (a `wg-quick up | cat` must see end-of-file once the daemon is up).
+/// A socket option read as bytes into `buf`: how many the kernel wrote, or `None` when the call failed.
+/// One place for the unsafe call that `tcp::delivery_rate` (TCP_INFO) and the UDP socket's drop
+/// counter (SO_MEMINFO) share.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) fn socket_option_bytes<S: std::os::fd::AsRawFd>(
+    socket: &S,
+    level: libc::c_int,
+    name: libc::c_int,
+    buf: &mut [u8],
+) -> Option<usize> {
+    let mut len = libc::socklen_t::try_from(buf.len()).ok()?;
+    // SAFETY: `buf` is writable for `len` bytes and outlives the call; the kernel writes at most `len`
+    // bytes and stores the length it wrote in `len`.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then_some(len as usize)
+}
+
 #[cfg(unix)]
 pub fn detach_stdio() -> std::io::Result<()> {
     use std::os::fd::AsRawFd;

@@ -110,23 +110,16 @@ pub struct DeliveryRate {
 pub fn delivery_rate<S: std::os::fd::AsRawFd>(stream: &S) -> Option<DeliveryRate> {
     // Read as bytes: the app-limited flag is a bitfield in what libc's struct leaves as padding.
     let mut raw = [0u8; 512];
-    let mut len = size_of::<libc::tcp_info>().min(raw.len()) as libc::socklen_t;
-    // SAFETY: `raw` is writable for `len` bytes (at most its size) and outlives the call; the kernel
-    // writes at most `len` bytes and stores the length it wrote in `len`.
-    let rc = unsafe {
-        libc::getsockopt(
-            stream.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            raw.as_mut_ptr().cast(),
-            &mut len,
-        )
-    };
+    let asked = size_of::<libc::tcp_info>().min(raw.len());
+    let len = crate::sys::socket_option_bytes(
+        stream,
+        libc::IPPROTO_TCP,
+        libc::TCP_INFO,
+        &mut raw[..asked],
+    )?;
     let at = std::mem::offset_of!(libc::tcp_info, tcpi_delivery_rate);
     // An older kernel's shorter tcp_info ends before the field.
-    let rate = raw
-        .get(at..at + 8)
-        .filter(|_| rc == 0 && len as usize >= at + 8)?;
+    let rate = raw.get(at..at + 8).filter(|_| len >= at + 8)?;
     // include/uapi/linux/tcp.h: the eighth byte holds tcpi_delivery_rate_app_limited:1 first.
     let flags = raw[7];
     let app_limited = if cfg!(target_endian = "little") {

@@ -329,23 +329,15 @@ pub const KERNEL_DROPS_COUNTED: bool = cfg!(any(target_os = "linux", target_os =
 /// wraps after 4 billion drops; readers treat it as a counter that may reset.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn socket_drops(socket: &std::net::UdpSocket) -> Option<u64> {
-    use std::os::fd::AsRawFd;
-    // include/uapi/linux/sock_diag.h: SK_MEMINFO_DROPS is the ninth of SK_MEMINFO_VARS values.
+    // include/uapi/linux/sock_diag.h: SK_MEMINFO_DROPS is the ninth of SK_MEMINFO_VARS u32 values.
     const SK_MEMINFO_DROPS: usize = 8;
-    let mut info = [0u32; SK_MEMINFO_DROPS + 1];
-    let mut len = size_of_val(&info) as libc::socklen_t;
-    // SAFETY: `info` is a writable buffer of `len` bytes that outlives the call; the kernel writes at
-    // most `len` bytes and stores the length it wrote in `len`.
-    let rc = unsafe {
-        libc::getsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_MEMINFO,
-            info.as_mut_ptr().cast(),
-            &mut len,
-        )
-    };
-    (rc == 0 && len as usize >= size_of_val(&info)).then(|| u64::from(info[SK_MEMINFO_DROPS]))
+    let mut info = [0u8; 4 * (SK_MEMINFO_DROPS + 1)];
+    let len =
+        crate::sys::socket_option_bytes(socket, libc::SOL_SOCKET, libc::SO_MEMINFO, &mut info)?;
+    let drops = info
+        .get(4 * SK_MEMINFO_DROPS..4 * SK_MEMINFO_DROPS + 4)
+        .filter(|_| len == info.len())?;
+    Some(u64::from(u32::from_ne_bytes(drops.try_into().ok()?)))
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
