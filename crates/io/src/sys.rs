@@ -123,8 +123,6 @@ fn imp_may_admin_network() -> bool {
     ok && elevation.TokenIsElevated != 0
 }
 
-/// Points stdin, stdout and stderr at /dev/null, so a daemon no longer holds its starter's terminal or
-/// pipe open (a `wg-quick up | cat` must see end-of-file once the daemon is up).
 /// A socket option read as bytes into `buf`: how many the kernel wrote, or `None` when the call failed.
 /// One place for the unsafe call that `tcp::delivery_rate` (TCP_INFO) and the UDP socket's drop
 /// counter (SO_MEMINFO) share.
@@ -150,6 +148,8 @@ pub(crate) fn socket_option_bytes<S: std::os::fd::AsRawFd>(
     (rc == 0).then_some(len as usize)
 }
 
+/// Points stdin, stdout and stderr at /dev/null, so a daemon no longer holds its starter's terminal or
+/// pipe open (a `wg-quick up | cat` must see end-of-file once the daemon is up).
 #[cfg(unix)]
 pub fn detach_stdio() -> std::io::Result<()> {
     use std::os::fd::AsRawFd;

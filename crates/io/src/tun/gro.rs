@@ -14,11 +14,13 @@
 //! the receive path's 1.5 µs per 1420-byte packet (bench/RESULTS.md). Here the only copy is the kernel's.
 //!
 //! The rules are the kernel's TCP GRO (`tcp_gro_receive`) and wireguard-go's: same addresses, ports, TOS
-//! or traffic class, DF bit and TTL; TCP flags ACK (PSH only on the last), the next sequence number, the
-//! same acknowledgement and options; every segment the first one's size but the last, which may be
-//! smaller; the checksum of every segment valid (the kernel trusts a coalesced packet's payload, so a
-//! bad segment must not hide in one); at most 64 segments and 64 KiB. A flow's packets keep their
-//! order: a packet of the flow that does not join its open run closes it.
+//! or traffic class and flow label, DF bit and TTL, a valid IPv4 header checksum; TCP flags ACK (PSH only
+//! on the last), the next sequence number, the same acknowledgement, window, reserved bits and options;
+//! every segment the first one's size but the last, which may be smaller; the checksum of every segment
+//! valid (the kernel trusts a coalesced packet's payload, so a bad segment must not hide in one); at
+//! most 64 segments and 64 KiB. Not checked: the kernel's rule on IPv4 IDs (wireguard-go does not
+//! either; segmentation renumbers them). A flow's packets keep their order: a packet that may be the
+//! flow's (a later fragment too) and does not join its open run closes it.
 //!
 //! Sans-IO: `plan` only edits the buffer and lists spans (fuzzed by fuzz/fuzz_targets/tun_offload.rs).
 
@@ -28,13 +30,14 @@ use tun_rs::{checksum, checksum_no_fold};
 pub const VNET_HDR_LEN: usize = 10;
 
 /// Segments per super-packet: the kernel's own GRO stops at 64, and older kernels refuse longer UDP
-/// GSO trains.
-const MAX_SEGMENTS: u16 = 64;
+/// GSO trains. A write is at most this many spans.
+pub const MAX_SEGMENTS: u16 = 64;
 /// Flows with a run open at once; one more closes the oldest (it is written as it stands).
 const OPEN_FLOWS: usize = 16;
 const NONE: u32 = u32::MAX;
 const TCP: u8 = 6;
 const UDP: u8 = 17;
+const ICMPV6: u8 = 58;
 const TCP_ACK: u8 = 0x10;
 const TCP_PSH: u8 = 0x08;
 const VNET_F_NEEDS_CSUM: u8 = 1;
@@ -64,8 +67,9 @@ struct Parsed {
     seq: u32,
     ack: u32,
     psh: bool,
-    /// Fields that must be equal across a run: TOS / traffic class, DF and reserved bits, TTL / hop limit.
-    ip_sig: [u8; 3],
+    /// Fields that must be equal across a run: TOS / traffic class, DF and reserved bits, TTL / hop
+    /// limit, IPv6 flow label; TCP: the reserved and AE bits and the window (the kernel's flag word).
+    sig: [u8; 9],
 }
 
 /// A run of one flow's segments, written as one packet (alone when `segments == 1`).
@@ -81,7 +85,7 @@ struct Run {
     len: u32,
     next_seq: u32,
     ack: u32,
-    ip_sig: [u8; 3],
+    sig: [u8; 9],
     psh: bool,
     /// The head's checksum, checked once a second segment wants to join.
     head_valid: Option<bool>,
@@ -117,9 +121,25 @@ impl Gro {
         self.next.resize(packets.len(), NONE);
         for (i, &(start, len)) in packets.iter().enumerate() {
             let i = i as u32;
-            let Some(p) = parse(&buf[start..start + len], udp) else {
-                self.alone(i);
-                continue;
+            let p = match parse(&buf[start..start + len], udp) {
+                Seen::Flow(p) => p,
+                Seen::MaybeFlow { v6, addrs, proto } => {
+                    // It may belong to a flow between these addresses that has a run open (a later
+                    // fragment, IPv6 behind extension headers): those runs end here, to keep order.
+                    let runs = &self.runs;
+                    self.open.retain(|&r| {
+                        let key = &runs[r as usize].key;
+                        !(key.v6 == v6
+                            && key.addrs == addrs
+                            && proto.is_none_or(|p| p == key.proto))
+                    });
+                    self.alone(i);
+                    continue;
+                }
+                Seen::Other => {
+                    self.alone(i);
+                    continue;
+                }
             };
             let open = self
                 .open
@@ -172,7 +192,7 @@ impl Gro {
             len: 0,
             next_seq: 0,
             ack: 0,
-            ip_sig: [0; 3],
+            sig: [0; 9],
             psh: false,
             head_valid: None,
         });
@@ -191,7 +211,7 @@ impl Gro {
             len: (p.iph + p.l4h + p.payload) as u32,
             next_seq: p.seq.wrapping_add(p.payload as u32),
             ack: p.ack,
-            ip_sig: p.ip_sig,
+            sig: p.sig,
             psh: p.psh,
             head_valid: None,
         });
@@ -216,7 +236,7 @@ impl Gro {
         let run = &self.runs[r];
         let fits = p.iph == usize::from(run.iph)
             && p.l4h == usize::from(run.l4h)
-            && p.ip_sig == run.ip_sig
+            && p.sig == run.sig
             && p.payload <= usize::from(run.gso_size)
             && run.segments < MAX_SEGMENTS
             && run.len as usize + p.payload <= 65_535;
@@ -330,37 +350,78 @@ fn l4_checksum_valid(packet: &[u8], key: &FlowKey, iph: usize) -> bool {
     checksum(&packet[iph..], sum) == 0xffff
 }
 
-/// Reads what coalescing needs. `None`: no TCP or UDP header to key a flow on (other protocols,
-/// later fragments, truncated headers).
-fn parse(p: &[u8], udp_ok: bool) -> Option<Parsed> {
-    let (v6, iph, proto, addrs_at, addr_len, ip_sig, ip_ok) = match p.first()? >> 4 {
+/// What a packet is to the planner.
+enum Seen {
+    /// A TCP or UDP packet, keyed by its flow.
+    Flow(Parsed),
+    /// No ports to key it on, but it may be part of a TCP or UDP flow between these addresses (`proto`:
+    /// which, when known): a later IPv4 fragment, an IPv6 packet behind extension headers.
+    MaybeFlow {
+        v6: bool,
+        addrs: [u8; 32],
+        proto: Option<u8>,
+    },
+    /// Not a flow we coalesce (ICMP, other protocols, not IP, truncated).
+    Other,
+}
+
+/// Reads what coalescing needs.
+fn parse(p: &[u8], udp_ok: bool) -> Seen {
+    let Some(&first) = p.first() else {
+        return Seen::Other;
+    };
+    let mut addrs = [0u8; 32];
+    let (v6, iph, proto, ip_ok, mut sig) = match first >> 4 {
         4 if p.len() >= 20 => {
             let iph = usize::from(p[0] & 0x0f) * 4;
+            addrs[..8].copy_from_slice(&p[12..20]);
+            let proto = p[9];
             let fragment_offset = u16::from_be_bytes([p[6] & 0x1f, p[7]]);
-            if iph < 20 || fragment_offset != 0 {
-                return None;
+            if iph < 20 || (fragment_offset != 0 && (proto == TCP || proto == UDP)) {
+                let proto = (iph >= 20).then_some(proto);
+                return Seen::MaybeFlow {
+                    v6: false,
+                    addrs,
+                    proto,
+                };
             }
             let more_fragments = p[6] & 0x20 != 0;
             let total_ok = usize::from(u16::from_be_bytes([p[2], p[3]])) == p.len();
-            let ok = iph == 20 && total_ok && !more_fragments;
-            (false, iph, p[9], 12, 4, [p[1], p[6] >> 5, p[8]], ok)
+            let header_ok = checksum(&p[..20], 0) == 0xffff;
+            let ok = iph == 20 && total_ok && !more_fragments && header_ok;
+            (
+                false,
+                iph,
+                proto,
+                ok,
+                [p[1], p[6] >> 5, p[8], 0, 0, 0, 0, 0, 0],
+            )
         }
         6 if p.len() >= 40 => {
+            addrs.copy_from_slice(&p[8..40]);
+            let proto = p[6];
+            if !(proto == TCP || proto == UDP || proto == ICMPV6) {
+                return Seen::MaybeFlow {
+                    v6: true,
+                    addrs,
+                    proto: None,
+                };
+            }
             let payload_ok = usize::from(u16::from_be_bytes([p[4], p[5]])) == p.len() - 40;
-            (true, 40, p[6], 8, 16, [p[0], p[1] >> 4, p[7]], payload_ok)
+            let sig = [p[0], p[1] >> 4, p[7], p[1] & 0x0f, p[2], p[3], 0, 0, 0];
+            (true, 40, proto, payload_ok, sig)
         }
-        _ => return None,
+        _ => return Seen::Other,
     };
     if !(proto == TCP || proto == UDP) || p.len() < iph + 8 {
-        return None;
+        return Seen::Other;
     }
-    let mut key = FlowKey {
+    let key = FlowKey {
         v6,
         proto,
-        addrs: [0; 32],
+        addrs,
         ports: [p[iph], p[iph + 1], p[iph + 2], p[iph + 3]],
     };
-    key.addrs[..2 * addr_len].copy_from_slice(&p[addrs_at..addrs_at + 2 * addr_len]);
     let mut parsed = Parsed {
         key,
         iph,
@@ -370,21 +431,24 @@ fn parse(p: &[u8], udp_ok: bool) -> Option<Parsed> {
         seq: 0,
         ack: 0,
         psh: false,
-        ip_sig,
+        sig,
     };
     if !ip_ok || p.len() > 65_535 {
-        return Some(parsed);
+        return Seen::Flow(parsed);
     }
     if proto == TCP {
         if p.len() < iph + 20 {
-            return Some(parsed);
+            return Seen::Flow(parsed);
         }
         let tcp = &p[iph..];
         let l4h = usize::from(tcp[12] >> 4) * 4;
         let flags = tcp[13];
         if !(20..=60).contains(&l4h) || p.len() < iph + l4h {
-            return Some(parsed);
+            return Seen::Flow(parsed);
         }
+        // The rest of the kernel's flag word must match too: reserved and AE bits, the window.
+        sig[6..9].copy_from_slice(&[tcp[12] & 0x0f, tcp[14], tcp[15]]);
+        parsed.sig = sig;
         parsed.l4h = l4h;
         parsed.payload = p.len() - iph - l4h;
         parsed.seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
@@ -396,7 +460,7 @@ fn parse(p: &[u8], udp_ok: bool) -> Option<Parsed> {
         parsed.payload = p.len() - iph - 8;
         parsed.candidate = udp_ok && udp_len == p.len() - iph && parsed.payload > 0;
     }
-    Some(parsed)
+    Seen::Flow(parsed)
 }
 
 #[cfg(test)]

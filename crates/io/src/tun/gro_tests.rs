@@ -33,6 +33,7 @@ struct Pkt {
     ack: u32,
     flags: u8,
     id: u16,
+    window: u16,
     payload: Vec<u8>,
 }
 
@@ -46,6 +47,7 @@ impl Pkt {
             ack: 7,
             flags: ACK,
             id: 1,
+            window: 1000,
             payload: (0..payload_len).map(|i| (i as u8) ^ (seq as u8)).collect(),
         }
     }
@@ -69,7 +71,7 @@ impl Pkt {
             l4[8..12].copy_from_slice(&self.ack.to_be_bytes());
             l4[12] = 5 << 4;
             l4[13] = self.flags;
-            l4[14..16].copy_from_slice(&1000u16.to_be_bytes());
+            l4[14..16].copy_from_slice(&self.window.to_be_bytes());
             l4[20..].copy_from_slice(&self.payload);
         } else {
             l4[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
@@ -400,4 +402,61 @@ fn more_flows_than_the_open_limit_still_keep_each_flow_in_order() {
         next_seq[port] += (p.len() - 40) as u32;
     }
     assert!(next_seq.iter().all(|&s| s == 300));
+}
+
+/// Sets an IPv4 header field and makes the header checksum valid again.
+fn edit_ipv4(packet: &mut [u8], edit: impl FnOnce(&mut [u8])) {
+    edit(packet);
+    packet[10..12].fill(0);
+    let sum = internet_checksum(&[&packet[..20]]);
+    packet[10..12].copy_from_slice(&sum.to_be_bytes());
+}
+
+#[test]
+fn a_new_window_ends_the_run_as_in_the_kernel() {
+    let mut pkts = flow(8, 4, 500);
+    pkts[2].window = 2000;
+    pkts[3].window = 2000;
+    let bytes: Vec<Vec<u8>> = pkts.iter().map(Pkt::bytes).collect();
+    let (_, writes) = plan(&bytes, false);
+    let lens: Vec<usize> = writes.iter().map(|w| w.len() - VNET_HDR_LEN - 40).collect();
+    assert_eq!(lens, [1000, 1000]);
+}
+
+#[test]
+fn ip_headers_must_match_and_be_valid() {
+    // A bad IPv4 header checksum joins nothing; neither does a different IPv6 flow label.
+    let mut bytes: Vec<Vec<u8>> = flow(8, 3, 500).iter().map(Pkt::bytes).collect();
+    bytes[1][10] ^= 0x40;
+    let (_, writes) = plan(&bytes, false);
+    assert_eq!(writes.len(), 3);
+    let mut bytes: Vec<Vec<u8>> = flow(8, 3, 500)
+        .into_iter()
+        .map(|p| Pkt { v6: true, ..p }.bytes())
+        .collect();
+    bytes[2][3] = 0x77; // flow label, outside the checksums
+    let (_, writes) = plan(&bytes, false);
+    let lens: Vec<usize> = writes.iter().map(|w| w.len() - VNET_HDR_LEN - 60).collect();
+    assert_eq!(lens, [1000, 500]);
+}
+
+#[test]
+fn a_later_fragment_between_the_same_hosts_ends_the_run_but_a_ping_does_not() {
+    let datagram = |tag| Pkt::udp(4, 600, tag).bytes();
+    let mut fragment = Pkt::udp(4, 600, 9).bytes();
+    edit_ipv4(&mut fragment, |p| p[6..8].copy_from_slice(&[0, 100])); // offset 800, no ports
+    let mut ping = Pkt::udp(4, 56, 0).bytes();
+    edit_ipv4(&mut ping, |p| p[9] = 1); // ICMP
+    let bytes = [
+        datagram(1),
+        datagram(2),
+        fragment,
+        datagram(3),
+        ping,
+        datagram(4),
+    ];
+    let (_, writes) = plan(&bytes, true);
+    let lens: Vec<usize> = writes.iter().map(|w| w.len() - VNET_HDR_LEN).collect();
+    // [1, 2], the fragment, [3, 4] with the ping written alone in between.
+    assert_eq!(lens, [20 + 8 + 1200, 628, 20 + 8 + 1200, 84]);
 }

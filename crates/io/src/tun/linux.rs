@@ -19,6 +19,7 @@ const _: () = assert!(super::MAX_SEGMENTS == tun_rs::IDEAL_BATCH_SIZE);
 
 /// Spans one write may have: a super-packet's first packet and up to 63 more payloads (gro's cap).
 const MAX_SPANS: usize = 64;
+const _: () = assert!(super::gro::MAX_SEGMENTS as usize <= MAX_SPANS);
 
 struct LinuxQueue {
     dev: SyncDevice,
