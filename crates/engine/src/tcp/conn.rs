@@ -2,7 +2,7 @@
 
 use super::handoff::TcpHandoff;
 use crate::stats::TcpState;
-use fastwire_proto::framing::FrameBuffer;
+use fastwire_proto::framing::{FrameBuffer, PREFIX_LEN};
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 use std::net::SocketAddr;
@@ -13,6 +13,12 @@ use std::time::{Duration, Instant};
 pub(crate) const SEND_QUEUE_LIMIT: usize = 512 * 1024;
 /// Pool buffers one connection may hold (the pool has `handoff::POOL_BUFFERS`).
 pub(crate) const MAX_QUEUED_BUFFERS: usize = 12;
+/// Messages no longer than this (a ping, a TCP acknowledgement, a DNS query, a keepalive: WireGuard's
+/// 32 bytes of header and tag around up to 224 bytes of padded plaintext) still pass a full queue,
+/// within [`SMALL_FRAMES_ROOM`] bytes and one pool buffer more: the frames a full queue drops are the
+/// bulk flow's that filled it, not the sparse, interactive traffic sent in the same batch.
+const SMALL_MESSAGE: usize = 256;
+const SMALL_FRAMES_ROOM: usize = 64 * 1024;
 /// Buffers gathered into one `writev`.
 const IOVECS: usize = 64;
 /// The kernel's unsent data per connection is held to what the path drains in this long (at its
@@ -116,25 +122,44 @@ impl Conn {
         first
     }
 
-    /// Queues a buffer of frames; gives it back and returns false when the queue is full. Small batches
-    /// are copied into the room left in the last queued buffer, so sparse traffic (handshake replies,
-    /// single packets) never ties up many pool buffers: a connection holds at most
-    /// [`MAX_QUEUED_BUFFERS`] of them, and the pool stays available to every other connection.
-    pub fn enqueue(&mut self, frames: Vec<u8>, handoff: &TcpHandoff) -> bool {
+    /// Queues a buffer of `packets` frames; returns how many of them were dropped (then the buffer, or
+    /// what was left of it, went back to the pool). A full queue still takes the batch's small frames
+    /// (see [`SMALL_MESSAGE`]). Small batches are copied into the room left in the last queued buffer,
+    /// so sparse traffic (handshake replies, single packets) never ties up many pool buffers: a
+    /// connection holds at most [`MAX_QUEUED_BUFFERS`] of them (one more for small frames), and the
+    /// pool stays available to every other connection.
+    pub fn enqueue(&mut self, mut frames: Vec<u8>, packets: u32, handoff: &TcpHandoff) -> u32 {
         if frames.is_empty() {
             handoff.give_back(frames);
-            return true;
+            return 0;
         }
-        let fits = |c: &Self| {
+        let fits = |c: &Self, len: usize, limit: usize, buffers: usize| {
             c.queue.is_empty()
-                || (c.queued_bytes + frames.len() <= SEND_QUEUE_LIMIT
-                    && (c.queue.len() < MAX_QUEUED_BUFFERS || c.tail_room() >= frames.len()))
+                || (c.queued_bytes + len <= limit
+                    && (c.queue.len() < buffers || c.tail_room() >= len))
         };
+        let full = |c: &Self, len: usize| !fits(c, len, SEND_QUEUE_LIMIT, MAX_QUEUED_BUFFERS);
         // The kernel may have room by now (the owner was busy or descheduled): try it first.
-        if !fits(self) && (self.flush(handoff).is_err() || !fits(self)) {
-            handoff.give_back(frames);
-            return false;
+        if full(self, frames.len()) && (self.flush(handoff).is_err() || full(self, frames.len())) {
+            let kept = keep_small_frames(&mut frames);
+            let room = fits(
+                self,
+                frames.len(),
+                SEND_QUEUE_LIMIT + SMALL_FRAMES_ROOM,
+                MAX_QUEUED_BUFFERS + 1,
+            );
+            if kept == 0 || !room {
+                handoff.give_back(frames);
+                return packets;
+            }
+            self.push(frames, handoff);
+            return packets.saturating_sub(kept);
         }
+        self.push(frames, handoff);
+        0
+    }
+
+    fn push(&mut self, frames: Vec<u8>, handoff: &TcpHandoff) {
         self.queued_bytes += frames.len();
         if self.tail_room() >= frames.len()
             && let Some(tail) = self.queue.back_mut()
@@ -144,7 +169,6 @@ impl Conn {
         } else {
             self.queue.push_back(frames);
         }
-        true
     }
 
     /// Writes `prefix` + `msg` now, bypassing the queue; false unless all of it was taken (a partial write leaves
@@ -286,6 +310,27 @@ impl UnsentLimit {
     }
 }
 
+/// Keeps only the frames of `frames` (length-prefixed messages, as [`super::handoff::Outbox`] wrote them)
+/// whose message is at most [`SMALL_MESSAGE`] long, in order, and returns how many were kept.
+fn keep_small_frames(frames: &mut Vec<u8>) -> u32 {
+    let (mut read, mut write, mut kept) = (0, 0, 0);
+    while let Some(prefix) = frames.get(read..read + PREFIX_LEN) {
+        let end = read + PREFIX_LEN + usize::from(u16::from_be_bytes([prefix[0], prefix[1]]));
+        if end > frames.len() {
+            // Our own framing never ends mid-frame; were it to, the stub is not kept.
+            break;
+        }
+        if end - read - PREFIX_LEN <= SMALL_MESSAGE {
+            frames.copy_within(read..end, write);
+            write += end - read;
+            kept += 1;
+        }
+        read = end;
+    }
+    frames.truncate(write);
+    kept
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,7 +365,7 @@ mod tests {
             let mut buf = h.take_buffer().unwrap();
             buf.extend(std::iter::repeat_n(i, 10_000));
             expected.extend_from_slice(&buf);
-            assert!(conn.enqueue(buf, &h));
+            assert_eq!(conn.enqueue(buf, 1, &h), 0);
         }
         conn.writable = true;
         conn.flush(&h).unwrap();
@@ -339,7 +384,7 @@ mod tests {
         for _ in 0..1000 {
             let mut buf = h.take_buffer().unwrap();
             buf.extend_from_slice(&[1; 100]);
-            assert!(conn.enqueue(buf, &h));
+            assert_eq!(conn.enqueue(buf, 1, &h), 0);
         }
         assert_eq!(conn.queue.len(), 2, "100 000 bytes in two 64 KiB buffers");
         conn.release(&h);
@@ -351,19 +396,117 @@ mod tests {
         let (mut conn, _far) = pair();
         let mut accepted = 0;
         for _ in 0..32 {
-            let mut buf = h.take_buffer().unwrap();
-            buf.resize(60_000, 1);
-            if conn.enqueue(buf, &h) {
-                accepted += 1;
+            let buf = bulk_batch(&h);
+            let len = buf.len();
+            match conn.enqueue(buf, BULK_FRAMES, &h) {
+                0 => accepted += 1,
+                BULK_FRAMES => {}
+                partly => panic!("{partly} of a bulk batch dropped"),
             }
+            assert!(conn.queued_bytes <= SEND_QUEUE_LIMIT.max(len));
         }
         assert_eq!(
             accepted,
-            (SEND_QUEUE_LIMIT / 60_000).min(MAX_QUEUED_BUFFERS)
+            (SEND_QUEUE_LIMIT / (BULK_FRAMES as usize * (PREFIX_LEN + 1400)))
+                .min(MAX_QUEUED_BUFFERS)
         );
         conn.release(&h);
         let taken: Vec<_> = std::iter::from_fn(|| h.take_buffer()).collect();
         assert_eq!(taken.len(), super::super::handoff::POOL_BUFFERS);
+    }
+
+    const BULK_FRAMES: u32 = 42;
+
+    /// Appends one frame of a `len`-byte message whose bytes are all `fill`.
+    fn frame(buf: &mut Vec<u8>, len: usize, fill: u8) {
+        buf.extend_from_slice(&u16::try_from(len).unwrap().to_be_bytes());
+        buf.extend(std::iter::repeat_n(fill, len));
+    }
+
+    /// A worker's batch of a bulk flow: 42 full-size messages.
+    fn bulk_batch(h: &TcpHandoff) -> Vec<u8> {
+        let mut buf = h.take_buffer().unwrap();
+        for _ in 0..BULK_FRAMES {
+            frame(&mut buf, 1400, 0xb0);
+        }
+        buf
+    }
+
+    #[test]
+    fn a_full_queue_drops_the_bulk_frames_and_keeps_the_small_ones_in_order() {
+        let (_poll, h) = handoff();
+        let (mut conn, mut far) = pair();
+        while conn.enqueue(bulk_batch(&h), BULK_FRAMES, &h) == 0 {}
+        let one_bulk_frame = |h: &TcpHandoff| {
+            let mut buf = h.take_buffer().unwrap();
+            frame(&mut buf, 1400, 0xb0);
+            buf
+        };
+        while conn.enqueue(one_bulk_frame(&h), 1, &h) == 0 {}
+        let full_bytes = conn.queued_bytes;
+        assert!(full_bytes > SEND_QUEUE_LIMIT - 1402);
+        // A batch with a ping and an acknowledgement among bulk frames: only those two are queued.
+        let mut mixed = h.take_buffer().unwrap();
+        frame(&mut mixed, 1400, 0xb1);
+        frame(&mut mixed, 128, 1);
+        frame(&mut mixed, 1400, 0xb2);
+        frame(&mut mixed, SMALL_MESSAGE, 2);
+        frame(&mut mixed, SMALL_MESSAGE + 1, 0xb3);
+        assert_eq!(conn.enqueue(mixed, 5, &h), 3);
+        assert_eq!(
+            conn.queued_bytes,
+            full_bytes + 2 * PREFIX_LEN + 128 + SMALL_MESSAGE
+        );
+        // Bulk alone is still refused whole; small frames only within their room.
+        assert_eq!(conn.enqueue(bulk_batch(&h), BULK_FRAMES, &h), BULK_FRAMES);
+        let mut small_taken = 2;
+        for i in 0..2_000u32 {
+            let mut buf = h.take_buffer().unwrap();
+            frame(&mut buf, 96, (i % 200) as u8);
+            match conn.enqueue(buf, 1, &h) {
+                0 => small_taken += 1,
+                1 => break,
+                _ => unreachable!(),
+            }
+            assert!(conn.queued_bytes <= SEND_QUEUE_LIMIT + SMALL_FRAMES_ROOM);
+        }
+        assert!(
+            (2..2_000).contains(&small_taken),
+            "the small frames' room is bounded: {small_taken}"
+        );
+        // On the wire: the bulk that fitted, then exactly the small frames, in the order queued.
+        let expected_len = conn.queued_bytes;
+        let mut got = vec![0u8; expected_len];
+        let mut read = 0;
+        while read < expected_len {
+            conn.writable = true;
+            conn.flush(&h).unwrap();
+            read += far.read(&mut got[read..]).unwrap();
+        }
+        let mut messages = Vec::new();
+        let mut at = 0;
+        while at < got.len() {
+            let len = usize::from(u16::from_be_bytes([got[at], got[at + 1]]));
+            messages.push((len, got[at + PREFIX_LEN]));
+            at += PREFIX_LEN + len;
+        }
+        let small: Vec<_> = messages.iter().filter(|m| m.0 != 1400).collect();
+        assert_eq!(small.len(), small_taken);
+        assert_eq!(*small[0], (128, 1));
+        assert_eq!(*small[1], (SMALL_MESSAGE, 2));
+        assert!(
+            small[2..]
+                .iter()
+                .enumerate()
+                .all(|(i, m)| **m == (96, (i % 200) as u8))
+        );
+        // Every full-size message is one of the bulk batches that fitted (0xb0), none of the mixed one's.
+        assert!(
+            messages
+                .iter()
+                .all(|m| m.0 == 1400 && m.1 == 0xb0 || m.0 <= SMALL_MESSAGE)
+        );
+        conn.release(&h);
     }
 
     #[test]

@@ -97,7 +97,7 @@ impl Owner {
                             } else if !shared.tcp.take_buffer().is_some_and(|mut buf| {
                                 buf.extend_from_slice(&prefix);
                                 buf.extend_from_slice(reply);
-                                conn.enqueue(buf, &shared.tcp)
+                                conn.enqueue(buf, 1, &shared.tcp) == 0
                             }) {
                                 stats.send_drop(SendDrop::TcpQueueFull, 1);
                             } else {

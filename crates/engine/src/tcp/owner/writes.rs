@@ -24,11 +24,13 @@ impl Owner {
                     handoff.give_back(batch.frames);
                 }
                 Some((slot, conn)) => {
-                    let packets = batch.packets as u64;
-                    if conn.enqueue(batch.frames, handoff) {
+                    let dropped = conn.enqueue(batch.frames, batch.packets, handoff);
+                    if dropped < batch.packets {
                         self.dirty.push(slot);
-                    } else {
-                        self.stats.send_drop(SendDrop::TcpBackpressure, packets);
+                    }
+                    if dropped > 0 {
+                        self.stats
+                            .send_drop(SendDrop::TcpBackpressure, u64::from(dropped));
                     }
                 }
                 None => {
