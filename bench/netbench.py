@@ -682,16 +682,25 @@ PING_TIME = re.compile(r"time=([\d.]+) ms")
 PING_SUMMARY = re.compile(r"(\d+) packets transmitted, (\d+) received")
 
 
+# Every ping here runs with `-W 1`: a reply later than that is lost to it.
+PING_TIMEOUT_MS = 1000.0
+
+
 def parse_ping(output: str) -> dict:
+    """Percentiles over every ping sent, a lost one counted as the timeout: a tunnel that drops the
+    pings it would have delayed must not read as faster than one that delivers them late."""
     rtts = [float(m) for m in PING_TIME.findall(output)]
     if not rtts:
         raise BenchError(f"no ping replies: {tail(output, 120)}")
-    result = {"p50_ms": percentile(rtts, 50), "p99_ms": percentile(rtts, 99), "max_ms": max(rtts), "replies": len(rtts)}
     summary = PING_SUMMARY.search(output)
+    sent = int(summary.group(1)) if summary else len(rtts)
+    lost = max(0, sent - len(rtts))
+    counted = rtts + [PING_TIMEOUT_MS] * lost
+    result = {"p50_ms": percentile(counted, 50), "p99_ms": percentile(counted, 99), "max_ms": max(rtts),
+              "replies": len(rtts)}
     if summary:
-        sent = int(summary.group(1))
         result["sent"] = sent
-        result["loss_pct"] = 100.0 * (sent - len(rtts)) / sent if sent else 0.0
+        result["loss_pct"] = 100.0 * lost / sent if sent else 0.0
     return result
 
 
@@ -1230,7 +1239,8 @@ def setup_text(opts: argparse.Namespace) -> str:
         f"'(n/R)' marks a median over fewer rounds because some failed; min/max per round are in the JSON. "
         f"CPU-s/GB: utime+stime of both tunnel processes per 10^9 bytes received; peak RSS: VmHWM per process. "
         f"UDP64 kpps: 64-byte datagrams iperf3's receiver read; at socket: those plus what its socket's queue "
-        f"dropped because it read too slowly (B's /proc/PID/net/udp, sampled every 50 ms)."
+        f"dropped because it read too slowly (B's /proc/PID/net/udp, sampled every 50 ms). Ping percentiles "
+        f"count a lost ping as ping's 1 s timeout (so a loss over 1 % shows as a p99 of 1000)."
         + (f" Each side also holds {opts.extra_peers} idle peers (--extra-peers)." if opts.extra_peers else "")
         + (f" B also holds {opts.keepalive_peers} peers kept alive by real clients (--keepalive-peers)."
            if opts.keepalive_peers else "")
