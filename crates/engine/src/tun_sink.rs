@@ -41,13 +41,20 @@ impl TunSink {
             return true;
         }
         match self.tun.send_batch(&mut self.coalescer, buf, packets) {
-            Ok(0) => {}
-            Ok(full) => stats.send_drop(SendDrop::TunFull, full as u64),
+            Ok(unsent) => {
+                if unsent.full > 0 {
+                    stats.send_drop(SendDrop::TunFull, unsent.full as u64);
+                }
+                if unsent.failed > 0 {
+                    stats.count(Counter::TunWriteFailed, unsent.failed as u64);
+                }
+            }
             Err(e) => {
                 if interface_gone(shared, &*self.tun, &e) {
                     return false;
                 }
-                stats.count(Counter::TunWriteFailed, 1);
+                // Refused as a whole (spans the writer would not take): none of it was written.
+                stats.count(Counter::TunWriteFailed, packets.len() as u64);
             }
         }
         true

@@ -3,7 +3,7 @@
 //! Each test runs on a thread in a network namespace of its own (needs root; `scripts/test.sh` runs it).
 #![cfg(target_os = "linux")]
 
-use fastwire_io::tun::{self, Coalescer, ReadScratch, TunOptions, TunQueue};
+use fastwire_io::tun::{self, Coalescer, ReadScratch, TunOptions, TunQueue, Unsent};
 use std::io::Read;
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::process::Command;
@@ -102,8 +102,13 @@ fn in_namespace(test: impl FnOnce(Arc<dyn TunQueue>, tun::Offloads) + Send + 'st
     .unwrap();
 }
 
-/// Lays packets out as the engine does (room in front of each) and writes them in one batch.
+/// Lays packets out as the engine does (room in front of each) and writes them in one batch; all of
+/// them must be written.
 fn write_batch(queue: &dyn TunQueue, packets: &[Vec<u8>]) {
+    assert_eq!(try_write_batch(queue, packets), Unsent::default());
+}
+
+fn try_write_batch(queue: &dyn TunQueue, packets: &[Vec<u8>]) -> Unsent {
     let mut buf = Vec::new();
     let mut spans = Vec::new();
     for p in packets {
@@ -111,12 +116,9 @@ fn write_batch(queue: &dyn TunQueue, packets: &[Vec<u8>]) {
         spans.push((buf.len(), p.len()));
         buf.extend_from_slice(p);
     }
-    assert_eq!(
-        queue
-            .send_batch(&mut Coalescer::new(), &mut buf, &spans)
-            .unwrap(),
-        0
-    );
+    queue
+        .send_batch(&mut Coalescer::new(), &mut buf, &spans)
+        .unwrap()
 }
 
 /// Reads packets off the device until a TCP one from `port` comes; returns its seq and flags.
@@ -211,6 +213,32 @@ fn udp_datagrams_written_as_one_super_packet_arrive_one_by_one() {
         for expected in &payloads {
             let n = socket.recv(&mut buf).unwrap();
             assert_eq!(&buf[..n], &expected[..]);
+        }
+    });
+}
+
+#[test]
+#[ignore = "needs root (a network namespace and a TUN device); run by scripts/test.sh"]
+fn packets_the_kernel_refuses_are_counted_and_the_others_still_written() {
+    in_namespace(|queue, _| {
+        let socket = UdpSocket::bind((Ipv4Addr::from(LOCAL), 9003)).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        // Neither IPv4 nor IPv6 (version 0 and 7): the kernel refuses the write (EINVAL).
+        let packets = vec![
+            ipv4(17, udp(9003, b"first"), 1),
+            vec![0x00; 40],
+            ipv4(17, udp(9003, b"second"), 2),
+            vec![0x70; 60],
+            ipv4(17, udp(9003, b"third"), 3),
+        ];
+        let unsent = try_write_batch(&*queue, &packets);
+        assert_eq!(unsent, Unsent { full: 0, failed: 2 });
+        let mut buf = [0u8; 2048];
+        for expected in [&b"first"[..], b"second", b"third"] {
+            let n = socket.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], expected);
         }
     });
 }

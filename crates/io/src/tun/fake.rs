@@ -4,7 +4,7 @@
 //! the engine's tests run over where no TUN driver exists (Windows CI under Wine) and beside the real
 //! devices on Linux.
 
-use super::{Coalescer, PacketSpan, ReadScratch, TunDevice, TunQueue, check_spans};
+use super::{Coalescer, PacketSpan, ReadScratch, TunDevice, TunQueue, Unsent, check_spans};
 use crate::sockwait::SocketReadiness;
 use crate::wait::WaitHandle;
 use std::io;
@@ -107,21 +107,22 @@ impl TunQueue for FakeQueue {
         _coalescer: &mut Coalescer,
         buf: &mut [u8],
         packets: &[PacketSpan],
-    ) -> io::Result<usize> {
+    ) -> io::Result<Unsent> {
         if self.state.gone.load(Ordering::Acquire) {
             return Err(gone_error());
         }
         check_spans(buf, packets)?;
-        let mut full = 0;
+        let mut unsent = Unsent::default();
         for &(start, len) in packets {
             match self.socket.send(&buf[start..start + len]) {
                 Ok(_) => {}
                 // A full socket buffer is what a full Wintun ring is: a drop, never a wait.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => full += 1,
-                Err(e) => return Err(e),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => unsent.full += 1,
+                Err(e) if self.is_gone(&e) => return Err(e),
+                Err(_) => unsent.failed += 1,
             }
         }
-        Ok(full)
+        Ok(unsent)
     }
 
     fn mtu(&self) -> io::Result<u16> {
@@ -212,7 +213,7 @@ mod tests {
         assert_eq!(
             q.send_batch(&mut Coalescer::new(), &mut out, &[(16, 5)])
                 .unwrap(),
-            0
+            Unsent::default()
         );
         let unroomy = q.send_batch(&mut Coalescer::new(), &mut out, &[(4, 5)]);
         assert_eq!(unroomy.unwrap_err().kind(), io::ErrorKind::InvalidInput);

@@ -3,7 +3,8 @@
 
 use super::gro::VNET_HDR_LEN;
 use super::{
-    Coalescer, Offloads, PacketSpan, ReadScratch, TunDevice, TunOptions, TunQueue, check_spans,
+    Coalescer, Offloads, PacketSpan, ReadScratch, TunDevice, TunOptions, TunQueue, Unsent,
+    check_spans,
 };
 use crate::wait::WaitHandle;
 use std::io;
@@ -129,21 +130,21 @@ impl TunQueue for LinuxQueue {
         coalescer: &mut Coalescer,
         buf: &mut [u8],
         packets: &[PacketSpan],
-    ) -> io::Result<usize> {
+    ) -> io::Result<Unsent> {
         check_spans(buf, packets)?;
         // A TUN write never waits for room: the kernel queues or drops, and says so in its counters.
-        // One failed write does not stop the others (its packet is lost); the last error is returned,
-        // at once when the device is gone.
+        // One failed write does not stop the others; each of its packets (a coalesced write carries
+        // several) is counted.
         if self.offload {
             coalescer.gro.plan(buf, packets, self.udp_offload);
         }
         let buf = &*buf;
-        let mut result = Ok(0);
+        let mut unsent = Unsent::default();
         let mut write = |spans: &[PacketSpan]| match self.writev(buf, spans) {
             Ok(()) => Ok(()),
             Err(e) if self.is_gone(&e) => Err(e),
-            Err(e) => {
-                result = Err(e);
+            Err(_) => {
+                unsent.failed += spans.len();
                 Ok(())
             }
         };
@@ -156,7 +157,7 @@ impl TunQueue for LinuxQueue {
                 write(std::slice::from_ref(span))?;
             }
         }
-        result
+        Ok(unsent)
     }
 
     fn mtu(&self) -> io::Result<u16> {

@@ -3,7 +3,8 @@
 //! for the bare name `utun` lets it pick N (as wireguard-go does), and [`TunDevice::name`] tells which.
 
 use super::{
-    Coalescer, Offloads, PacketSpan, ReadScratch, TunDevice, TunOptions, TunQueue, check_spans,
+    Coalescer, Offloads, PacketSpan, ReadScratch, TunDevice, TunOptions, TunQueue, Unsent,
+    check_spans,
 };
 use crate::wait::WaitHandle;
 use std::io;
@@ -82,20 +83,21 @@ impl TunQueue for UtunQueue {
         _coalescer: &mut Coalescer,
         buf: &mut [u8],
         packets: &[PacketSpan],
-    ) -> io::Result<usize> {
+    ) -> io::Result<Unsent> {
         check_spans(buf, packets)?;
-        let mut full = 0;
+        let mut unsent = Unsent::default();
         for &(start, len) in packets {
             match self.dev.send(&buf[start..start + len]) {
                 Ok(_) => {}
                 // The interface queue is full: a drop, never a wait.
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ENOBUFS) | Some(libc::EAGAIN)) => {
-                    full += 1
+                    unsent.full += 1
                 }
-                Err(e) => return Err(e),
+                Err(e) if self.is_gone(&e) => return Err(e),
+                Err(_) => unsent.failed += 1,
             }
         }
-        Ok(full)
+        Ok(unsent)
     }
 
     fn mtu(&self) -> io::Result<u16> {

@@ -29,6 +29,16 @@ pub const HEADROOM: usize = 10;
 /// Where one packet of a [`TunQueue::send_batch`] lies in the caller's buffer: `(start, len)`.
 pub type PacketSpan = (usize, usize);
 
+/// The packets of a [`TunQueue::send_batch`] that were not written: counted, never waited for or
+/// retried.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Unsent {
+    /// The device's queue was full (Wintun's ring, utun's interface queue).
+    pub full: usize,
+    /// The system refused them (a packet it will not take, say); the batch's others were still written.
+    pub failed: usize,
+}
+
 /// Most segments one [`TunQueue::recv_batch`] returns, and the batch size writes are planned for.
 pub const MAX_SEGMENTS: usize = 128;
 
@@ -122,15 +132,16 @@ pub trait TunQueue: Send + Sync {
     /// Writes each packet `buf[start..start + len]` of `packets` without blocking, a flow's packets in
     /// their order. Each packet has [`HEADROOM`] bytes in front of it in `buf` that belong to no other
     /// packet: the writer may put a header there and rewrite the packet's headers (coalescing), so the
-    /// bytes are not what they were afterwards. Returns how many packets were dropped because the
-    /// device's queue was full (to be counted, never waited for); a span outside `buf` or without its
-    /// headroom is an `InvalidInput` error and nothing is written.
+    /// bytes are not what they were afterwards. Every packet is tried; returns those that were not
+    /// written ([`Unsent`]). An error means nothing more was written: the interface is gone
+    /// ([`TunQueue::is_gone`]), or a span lies outside `buf` or without its headroom (`InvalidInput`,
+    /// checked before anything is written).
     fn send_batch(
         &self,
         coalescer: &mut Coalescer,
         buf: &mut [u8],
         packets: &[PacketSpan],
-    ) -> io::Result<usize>;
+    ) -> io::Result<Unsent>;
 
     /// The interface's current MTU (the user may change it while we run).
     fn mtu(&self) -> io::Result<u16>;

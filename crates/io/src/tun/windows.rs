@@ -10,7 +10,8 @@
 //! session creation and configures the adapter through netsh).
 
 use super::{
-    Coalescer, Offloads, PacketSpan, ReadScratch, TunDevice, TunOptions, TunQueue, check_spans,
+    Coalescer, Offloads, PacketSpan, ReadScratch, TunDevice, TunOptions, TunQueue, Unsent,
+    check_spans,
 };
 use crate::wait::WaitHandle;
 use std::ffi::c_void;
@@ -321,25 +322,25 @@ impl TunQueue for WintunQueue {
         _coalescer: &mut Coalescer,
         buf: &mut [u8],
         packets: &[PacketSpan],
-    ) -> io::Result<usize> {
+    ) -> io::Result<Unsent> {
         check_spans(buf, packets)?;
-        let mut full = 0;
+        let mut unsent = Unsent::default();
         for &(start, len) in packets {
             let packet = &buf[start..start + len];
             let Ok(len) = u32::try_from(packet.len()) else {
+                unsent.failed += 1;
                 continue;
             };
             // SAFETY: `session` is live; the returned ring space is checked below.
             let space = unsafe { (self.api.allocate_send_packet)(self.session, len) };
             if space.is_null() {
                 match last_error() {
-                    ERROR_BUFFER_OVERFLOW => {
-                        full += 1;
-                        continue;
-                    }
+                    ERROR_BUFFER_OVERFLOW => unsent.full += 1,
                     ERROR_HANDLE_EOF => return Err(gone_error()),
-                    e => return Err(io::Error::from_raw_os_error(e as i32)),
+                    // A packet the ring will not take (too large): the others still go.
+                    _ => unsent.failed += 1,
                 }
+                continue;
             }
             // SAFETY: Wintun gave `len` writable bytes at `space`; allocate, copy and send follow each
             // other with nothing in between (an allocated packet never sent would stall the ring).
@@ -348,7 +349,7 @@ impl TunQueue for WintunQueue {
                 (self.api.send_packet)(self.session, space);
             }
         }
-        Ok(full)
+        Ok(unsent)
     }
 
     fn mtu(&self) -> io::Result<u16> {
