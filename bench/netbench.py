@@ -704,8 +704,24 @@ def parse_ping(output: str) -> dict:
     return result
 
 
+PINGER = REPO / "bench" / "pinger.py"
+
+
+def ping_command(opts: argparse.Namespace, target: str, interval: str, count: int | None = None,
+                 deadline: int | None = None) -> list[str]:
+    """iputils ping (the default: what the targets were set with), or bench/pinger.py, which sleeps where
+    ping busy-waits before each send (ping at -i 0.01 takes ~30 % of a core under load here)."""
+    if getattr(opts, "pinger", "iputils") == "probe":
+        cmd = ["python3", str(PINGER), "--interval", interval, "--timeout", "1"]
+        cmd += ["--count", str(count)] if count is not None else ["--deadline", str(deadline)]
+        return cmd + [target]
+    cmd = ["ping", "-n", "-i", interval, "-W", "1"]
+    cmd += ["-c", str(count)] if count is not None else ["-w", str(deadline)]
+    return cmd + [target]
+
+
 def test_ping_idle(bed: Testbed, opts: argparse.Namespace) -> dict:
-    cmd = bed.in_ns(0, ["ping", "-n", "-c", "20", "-i", "0.05", "-W", "1", bed.target_b])
+    cmd = bed.in_ns(0, ping_command(opts, bed.target_b, "0.05", count=20))
     return parse_ping(run(cmd, timeout=30, check=False).stdout)
 
 
@@ -808,7 +824,7 @@ def ping_under_load(streams: int) -> Callable[[Testbed, argparse.Namespace], dic
             try:
                 time.sleep(0.5)  # let TCP ramp up so the pings meet full queues
                 deadline = max(1, int(opts.seconds - 1))
-                ping = run(bed.in_ns(0, ["ping", "-n", "-i", "0.01", "-W", "1", "-w", str(deadline), bed.target_b]),
+                ping = run(bed.in_ns(0, ping_command(opts, bed.target_b, "0.01", deadline=deadline)),
                            timeout=deadline + 15, check=False)
                 load.wait(timeout=opts.seconds + 30)
             except subprocess.TimeoutExpired:
@@ -1240,7 +1256,9 @@ def setup_text(opts: argparse.Namespace) -> str:
         f"CPU-s/GB: utime+stime of both tunnel processes per 10^9 bytes received; peak RSS: VmHWM per process. "
         f"UDP64 kpps: 64-byte datagrams iperf3's receiver read; at socket: those plus what its socket's queue "
         f"dropped because it read too slowly (B's /proc/PID/net/udp, sampled every 50 ms). Ping percentiles "
-        f"count a lost ping as ping's 1 s timeout (so a loss over 1 % shows as a p99 of 1000)."
+        f"count a lost ping as ping's 1 s timeout (so a loss over 1 % shows as a p99 of 1000); pings by "
+        + ("bench/pinger.py (sleeps between pings)." if getattr(opts, "pinger", "iputils") == "probe"
+           else "iputils ping (busy-waits before each send).")
         + (f" Each side also holds {opts.extra_peers} idle peers (--extra-peers)." if opts.extra_peers else "")
         + (f" B also holds {opts.keepalive_peers} peers kept alive by real clients (--keepalive-peers)."
            if opts.keepalive_peers else "")
@@ -1439,6 +1457,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--baseline", type=Path,
                         help="another fastwire binary (a build of the commit before a change), run as system "
                              "fastwire-base (or fastwire-tcp-base, if named) in the same interleaved rounds")
+    parser.add_argument("--pinger", choices=["iputils", "probe"], default="iputils",
+                        help="the ping beside the load: iputils ping (default) or bench/pinger.py, which "
+                             "sleeps between pings where ping busy-waits")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results", help="results directory")
     opts = parser.parse_args(argv)
     defaults = (1, 3.0, 5.0) if opts.quick else (3, 10.0, 30.0)

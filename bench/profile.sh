@@ -9,6 +9,8 @@
 #   OUT=dir         where perf.data / report.txt / flame.svg go (default /tmp/fastwire-profile)
 #   IPERF_ARGS="-u -b 0 -l 64"   extra iperf3 client arguments (this one: the 64-byte UDP test)
 #   PERF_ALL=1      profile the whole machine (iperf3, softirqs), not just the two tunnel processes
+#   PINGER=probe    ping beside the load with bench/pinger.py (default: iputils ping, which busy-waits
+#                   before each send; the probe sleeps)
 #   COUNTERS=1      print where packets were dropped: each side's UDP counters (nstat), TUN and veth
 #                   link drops, and fastwire's own drop counters (fastwire show --json)
 #   FLOOD=initiation|junk  also flood B's port from A's namespace during the run (target/release/
@@ -59,7 +61,12 @@ if [ -n "${FLOOD:-}" ]; then
         >"$OUT/flood.txt" 2>&1 & PIDS+=($!)
 fi
 sleep 1
-ip netns exec $NA ping -i 0.01 -c $(( (SECS - 2) * 100 )) 10.78.0.2 2>/dev/null | grep -oP 'time=\K[0-9.]+' | sort -n >"$OUT/rtt.txt" &
+if [ "${PINGER:-iputils}" = iputils ]; then
+    pinger=(ping -i 0.01 -c $(( (SECS - 2) * 100 )) 10.78.0.2)
+else
+    pinger=(python3 "$ROOT/bench/pinger.py" --interval 0.01 --count $(( (SECS - 2) * 100 )) 10.78.0.2)
+fi
+ip netns exec $NA "${pinger[@]}" 2>/dev/null | grep -oP 'time=\K[0-9.]+' | sort -n >"$OUT/rtt.txt" &
 PING=$!
 if [ "${PERF:-1}" = 1 ]; then
     if [ "${PERF_ALL:-0}" = 1 ]; then target=(-a); else target=(-p "${PIDS[0]},${PIDS[1]}"); fi
