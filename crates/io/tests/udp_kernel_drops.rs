@@ -15,8 +15,8 @@ fn a_full_receive_queue_is_counted() {
     );
     let to = SocketAddr::from((Ipv4Addr::LOCALHOST, rx.port()));
     let tx = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    // The receive queue holds a few hundred of these (256 KiB, doubled by the kernel); nobody reads.
-    let sent = 3000u64;
+    // The receive queue holds under 2,000 of these (2 MiB, doubled by the kernel); nobody reads.
+    let sent = 8000u64;
     for _ in 0..sent {
         tx.send_to(&[0u8; 1200], to).unwrap();
     }

@@ -15,11 +15,13 @@ use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::time::Instant;
 
-/// The receive queue is where a bulk transfer's standing queue builds when the decrypting worker is the
-/// bottleneck: its size is added latency for every packet behind it. Measured on the netns bench
-/// (bench/RESULTS.md, "Receive buffer"): 4 MiB gave ~15 ms median ping under a 4-stream load, 256 KiB
-/// (the kernel doubles it) ~3 ms with the same throughput; smaller starved a single stream.
-const RECV_BUFFER_BYTES: usize = 256 << 10;
+/// The receive queue absorbs the moments its worker is not running (on a busy machine, milliseconds:
+/// 5 ms of a 4.6 Gbit/s stream is 2.9 MB); what does not fit, the kernel drops — a ping as readily as
+/// the bulk around it. Measured on the netns bench (bench/RESULTS.md, "The UDP receive buffer, again"):
+/// with 256 KiB (the kernel doubles it) 4 streams lost ~2,400 GRO trains in 8 s and up to 6 % of the
+/// pings beside them; with 2 MiB 23-193 trains and no pings, for ~0.5-1 ms more ping p50 and the same
+/// throughput. (In 2025's slower data path 4 MiB stood as a 15 ms queue; now it does not stand.)
+const RECV_BUFFER_BYTES: usize = 2 << 20;
 /// Sends go straight through veth/NIC queues; a large send buffer only absorbs GSO bursts.
 const SEND_BUFFER_BYTES: usize = 4 << 20;
 
@@ -122,8 +124,7 @@ impl UdpSocket {
             }
             Err(e) => return Err(e),
         };
-        // Best effort: a smaller buffer still works, it only drops bursts sooner.
-        let _ = socket.set_recv_buffer_size(RECV_BUFFER_BYTES);
+        set_recv_buffer(&socket, RECV_BUFFER_BYTES);
         let _ = socket.set_send_buffer_size(SEND_BUFFER_BYTES);
         socket.set_nonblocking(true)?;
         let socket: std::net::UdpSocket = socket.into();
@@ -396,6 +397,31 @@ fn ignore_icmp_resets(socket: &std::net::UdpSocket) -> io::Result<()> {
 #[cfg(not(windows))]
 fn ignore_icmp_resets(_socket: &std::net::UdpSocket) -> io::Result<()> {
     Ok(())
+}
+
+/// Asks for `bytes` of receive buffer: past the system's cap (`net.core.rmem_max`, 208 KiB on many
+/// distributions) where we may (CAP_NET_ADMIN: SO_RCVBUFFORCE, as wireguard-go does), within it
+/// otherwise. Best effort: a smaller buffer still works, it drops bursts sooner.
+fn set_recv_buffer(socket: &Socket, bytes: usize) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+        // SAFETY: the socket is live for the call; the option value points to a c_int that outlives it.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&value as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            return;
+        }
+    }
+    let _ = socket.set_recv_buffer_size(bytes);
 }
 
 /// quinn-udp sets "don't fragment" for QUIC's path-MTU probing; a WireGuard tunnel lets the kernel
