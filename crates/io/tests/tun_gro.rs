@@ -79,6 +79,15 @@ fn device_rx_packets() -> u64 {
     numbers.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+/// A UDP socket on LOCAL:`port` that gives up reading after 5 s.
+fn udp_listener(port: u16) -> UdpSocket {
+    let socket = UdpSocket::bind((Ipv4Addr::from(LOCAL), port)).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    socket
+}
+
 /// Runs `test` on a thread in a new network namespace with an offload TUN device at 10.9.0.1/24.
 fn in_namespace(test: impl FnOnce(Arc<dyn TunQueue>, tun::Offloads) + Send + 'static) {
     std::thread::spawn(move || {
@@ -193,10 +202,7 @@ fn tcp_segments_written_as_one_super_packet_reach_the_socket_in_order() {
 #[ignore = "needs root (a network namespace and a TUN device); run by scripts/test.sh"]
 fn udp_datagrams_written_as_one_super_packet_arrive_one_by_one() {
     in_namespace(|queue, offloads| {
-        let socket = UdpSocket::bind((Ipv4Addr::from(LOCAL), 9002)).unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
+        let socket = udp_listener(9002);
         let payloads: Vec<Vec<u8>> = (0..10u8)
             .map(|i| vec![i; if i == 9 { 300 } else { 1200 }])
             .collect();
@@ -221,10 +227,7 @@ fn udp_datagrams_written_as_one_super_packet_arrive_one_by_one() {
 #[ignore = "needs root (a network namespace and a TUN device); run by scripts/test.sh"]
 fn packets_the_kernel_refuses_are_counted_and_the_others_still_written() {
     in_namespace(|queue, _| {
-        let socket = UdpSocket::bind((Ipv4Addr::from(LOCAL), 9003)).unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
+        let socket = udp_listener(9003);
         // Neither IPv4 nor IPv6 (version 0 and 7): the kernel refuses the write (EINVAL).
         let packets = vec![
             ipv4(17, udp(9003, b"first"), 1),
