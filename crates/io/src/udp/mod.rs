@@ -17,10 +17,10 @@ use std::time::Instant;
 
 /// The receive queue absorbs the moments its worker is not running (on a busy machine, milliseconds:
 /// 5 ms of a 4.6 Gbit/s stream is 2.9 MB); what does not fit, the kernel drops — a ping as readily as
-/// the bulk around it. Measured on the netns bench (bench/RESULTS.md, "The UDP receive buffer, again"):
-/// with 256 KiB (the kernel doubles it) 4 streams lost ~2,400 GRO trains in 8 s and up to 6 % of the
-/// pings beside them; with 2 MiB 23-193 trains and no pings, for ~0.5-1 ms more ping p50 and the same
-/// throughput. (In 2025's slower data path 4 MiB stood as a 15 ms queue; now it does not stand.)
+/// the bulk around it. Measured on the netns bench (bench/RESULTS.md, "Lost pings count; the UDP
+/// receive buffer, again"): with 256 KiB (the kernel doubles it) 4 streams lost ~2,400 GRO trains in
+/// 8 s and up to 3.6 % of the pings beside them; with 2 MiB 23-193 trains and no pings, for 1-2 ms more
+/// ping p50 under load and no less throughput. (In 2025's slower data path 4 MiB stood as a 15 ms queue.)
 const RECV_BUFFER_BYTES: usize = 2 << 20;
 /// Sends go straight through veth/NIC queues; a large send buffer only absorbs GSO bursts.
 const SEND_BUFFER_BYTES: usize = 4 << 20;
@@ -405,19 +405,16 @@ fn ignore_icmp_resets(_socket: &std::net::UdpSocket) -> io::Result<()> {
 fn set_recv_buffer(socket: &Socket, bytes: usize) {
     #[cfg(target_os = "linux")]
     {
-        use std::os::fd::AsRawFd;
-        let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-        // SAFETY: the socket is live for the call; the option value points to a c_int that outlives it.
-        let rc = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
+        let value = i32::try_from(bytes).unwrap_or(i32::MAX);
+        // SAFETY: SO_RCVBUFFORCE takes an int.
+        if unsafe {
+            setsockopt(
+                &socket.into(),
                 libc::SOL_SOCKET,
                 libc::SO_RCVBUFFORCE,
-                (&value as *const libc::c_int).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
+                &value,
             )
-        };
-        if rc == 0 {
+        } {
             return;
         }
     }
@@ -429,31 +426,14 @@ fn set_recv_buffer(socket: &Socket, bytes: usize) {
 /// working rather than black-holing full-size packets.
 #[cfg(target_os = "linux")]
 fn allow_fragmentation(socket: &std::net::UdpSocket, dual_stack: bool) {
-    use std::os::fd::AsRawFd;
-    let set = |level, name, value: libc::c_int| {
-        let fd = socket.as_raw_fd();
-        // SAFETY: `fd` is a live socket we own; the option value points to a c_int that outlives the call.
-        unsafe {
-            libc::setsockopt(
-                fd,
-                level,
-                name,
-                (&value as *const libc::c_int).cast(),
-                size_of::<libc::c_int>() as _,
-            );
-        }
-    };
-    set(
-        libc::IPPROTO_IP,
-        libc::IP_MTU_DISCOVER,
-        libc::IP_PMTUDISC_DONT,
-    );
+    let sock = socket2::SockRef::from(socket);
+    let dont = libc::IP_PMTUDISC_DONT;
+    // SAFETY: IP_MTU_DISCOVER takes an int.
+    unsafe { setsockopt(&sock, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, &dont) };
     if dual_stack {
-        set(
-            libc::IPPROTO_IPV6,
-            libc::IPV6_MTU_DISCOVER,
-            libc::IPV6_PMTUDISC_DONT,
-        );
+        let dont = libc::IPV6_PMTUDISC_DONT;
+        // SAFETY: IPV6_MTU_DISCOVER takes an int.
+        unsafe { setsockopt(&sock, libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, &dont) };
     }
 }
 
@@ -485,12 +465,12 @@ fn allow_fragmentation(socket: &std::net::UdpSocket, dual_stack: bool) {
     }
 }
 
-/// One integer socket option, best effort (a failure leaves the system default).
+/// One integer socket option, best effort: whether it was set (a failure leaves the system default).
 ///
 /// # Safety
 /// `level`/`name` must name an option whose value is an `i32`.
-#[cfg(any(target_os = "macos", windows))]
-unsafe fn setsockopt(sock: &socket2::SockRef<'_>, level: i32, name: i32, value: &i32) {
+#[cfg(any(target_os = "linux", target_os = "macos", windows))]
+unsafe fn setsockopt(sock: &socket2::SockRef<'_>, level: i32, name: i32, value: &i32) -> bool {
     #[cfg(unix)]
     {
         use std::os::fd::AsRawFd;
@@ -502,7 +482,7 @@ unsafe fn setsockopt(sock: &socket2::SockRef<'_>, level: i32, name: i32, value: 
                 name,
                 (value as *const i32).cast(),
                 size_of::<i32>() as _,
-            );
+            ) == 0
         }
     }
     #[cfg(windows)]
@@ -517,7 +497,7 @@ unsafe fn setsockopt(sock: &socket2::SockRef<'_>, level: i32, name: i32, value: 
                 name,
                 (value as *const i32).cast(),
                 size_of::<i32>() as i32,
-            );
+            ) == 0
         }
     }
 }
